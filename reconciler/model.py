@@ -1,0 +1,229 @@
+"""Pure value types shared by every layer. No I/O here."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+# User properties a file name may be matched against (the `match_on` setting).
+MATCH_PROPERTIES: tuple[str, ...] = (
+    "displayName",
+    "userPrincipalName",
+    "mail",
+    "mailNickname",
+    "employeeId",
+)
+
+# What photosync asks Graph for: the match properties plus what eligibility needs.
+# accountEnabled, userType, mailNickname and employeeId are only returned when selected.
+USER_SELECT: tuple[str, ...] = ("id", *MATCH_PROPERTIES, "accountEnabled", "userType")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A tenant user, as much of it as photosync needs."""
+
+    id: str
+    display_name: str | None = None
+    user_principal_name: str | None = None
+    mail: str | None = None
+    mail_nickname: str | None = None
+    employee_id: str | None = None
+    account_enabled: bool = True
+    user_type: str | None = "Member"
+
+    @property
+    def eligible(self) -> bool:
+        """Only enabled members get photos: guests belong to another tenant's directory."""
+        return self.account_enabled and (self.user_type or "Member") == "Member"
+
+    @property
+    def ineligibility(self) -> str | None:
+        """Why this user may not receive a photo, in words for the report; None if eligible."""
+        reasons = []
+        if not self.account_enabled:
+            reasons.append("disabled")
+        if (self.user_type or "Member") != "Member":
+            reasons.append("guest")
+        return " and ".join(reasons) or None
+
+    @property
+    def label(self) -> str:
+        """How a person recognises this user in a report line."""
+        return self.user_principal_name or self.display_name or self.id
+
+    def value_of(self, graph_property: str) -> str | None:
+        """The value of one of MATCH_PROPERTIES, by its Graph name."""
+        return {
+            "displayName": self.display_name,
+            "userPrincipalName": self.user_principal_name,
+            "mail": self.mail,
+            "mailNickname": self.mail_nickname,
+            "employeeId": self.employee_id,
+        }[graph_property]
+
+    @classmethod
+    def from_graph(cls, item: Mapping[str, Any]) -> User:
+        """Build from a Graph user object; missing properties mean unset, as Graph sends."""
+        enabled = item.get("accountEnabled")
+        return cls(
+            id=str(item["id"]),
+            display_name=item.get("displayName"),
+            user_principal_name=item.get("userPrincipalName"),
+            mail=item.get("mail"),
+            mail_nickname=item.get("mailNickname"),
+            employee_id=item.get("employeeId"),
+            account_enabled=True if enabled is None else bool(enabled),
+            user_type=item.get("userType"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """One delta round: users added or changed, ids removed, and where to resume next time."""
+
+    upserted: tuple[User, ...]
+    removed: tuple[str, ...]
+    delta_link: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileStat:
+    """What os.stat says of a file: the stat-cache key."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboxFile:
+    """A file directly in the inbox, as the scanner observed it."""
+
+    name: str
+    path: Path
+    stat: FileStat
+    # None only for files deferred before hashing (still being written).
+    sha256: str | None
+
+
+class Outcome(enum.StrEnum):
+    """What happened to a file in one run. The values are the contract's words."""
+
+    UPLOADED = "uploaded"
+    UNCHANGED = "unchanged"
+    UNMATCHED = "unmatched"
+    AMBIGUOUS = "ambiguous"
+    INELIGIBLE = "ineligible"
+    INVALID = "invalid"
+    FAILED = "failed"
+    DEFERRED = "deferred"
+
+
+# Outcomes after which the file leaves the inbox.
+LEAVES_INBOX = frozenset({Outcome.UPLOADED, Outcome.UNCHANGED, Outcome.INVALID})
+# Outcomes that make the run exit 1.
+FAILS_RUN = frozenset({Outcome.FAILED, Outcome.INVALID})
+
+
+class ActionKind(enum.StrEnum):
+    """What apply will do with a file."""
+
+    UPLOAD = "upload"  # prepare, upload, move to completed_dir
+    MOVE_UNCHANGED = "move-unchanged"  # already uploaded with this content: just move
+    REJECT = "reject"  # not usable: move to failed_dir
+    LEAVE = "leave"  # nothing to do now: stays in the inbox
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One line of a plan: what to do with one file, for whom, and why."""
+
+    file: InboxFile
+    kind: ActionKind
+    outcome: Outcome  # the outcome if apply goes as planned
+    reason: str
+    user: User | None = None
+    # UPNs of the candidate users (ambiguous), or did-you-mean names (unmatched).
+    candidates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...]
+
+    def of_kind(self, kind: ActionKind) -> list[Action]:
+        return [a for a in self.actions if a.kind is kind]
+
+    @property
+    def has_graph_work(self) -> bool:
+        return any(a.kind is ActionKind.UPLOAD for a in self.actions)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImage:
+    """The bytes photosync will upload for one source file, and how they were made."""
+
+    data: bytes
+    content_type: str  # "image/jpeg" or "image/png"
+    sha256: str  # of `data`
+    width: int
+    height: int
+    source_width: int
+    source_height: int
+    source_bytes: int
+    # "original": the source bytes, unchanged (nothing to strip, orient, convert or shrink);
+    # "stripped": the source JPEG's entropy-coded data with metadata segments removed, lossless;
+    # "reencoded": decoded, normalised and encoded again.
+    path: Literal["original", "stripped", "reencoded"]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadReceipt:
+    """What a successful upload cost."""
+
+    attempts: int
+    http_status: int
+    client_request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """The final word on one file in one run."""
+
+    file: str
+    outcome: Outcome
+    reason: str
+    user_id: str | None = None
+    user_label: str | None = None
+    destination: Path | None = None  # where the file now is, when it moved
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """The contract's --json summary."""
+
+    run_id: int
+    counts: dict[Outcome, int] = field(default_factory=lambda: {o: 0 for o in Outcome})
+    graph_requests: int = 0
+    duration_s: float = 0.0
+    results: list[FileResult] = field(default_factory=list)
+
+    def add(self, result: FileResult) -> None:
+        self.results.append(result)
+        self.counts[result.outcome] += 1
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(self.counts[o] for o in FAILS_RUN) else 0
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"run_id": self.run_id}
+        data.update({o.value: self.counts[o] for o in Outcome})
+        data["graph_requests"] = self.graph_requests
+        data["duration_s"] = round(self.duration_s, 3)
+        return data
