@@ -1,0 +1,350 @@
+"""Settings: built-in defaults < TOML file < PHOTOSYNC_* environment < command-line flags.
+
+Every setting is declared once, in SETTINGS below: its default, how a text value is parsed,
+and its help text. The CLI builds its flags from the same table and the README's reference
+is tested against it, so the three can never drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import platformdirs
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from reconciler.errors import ConfigError
+from reconciler.model import MATCH_PROPERTIES
+
+AUTH_MODES = ("managed-identity", "client-secret", "certificate", "azure-cli", "default")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+GRAPH_PHOTO_LIMIT = 4 * 1024 * 1024  # Graph rejects larger photo bodies (graph-notes §3.1)
+ENV_PREFIX = "PHOTOSYNC_"
+
+
+def default_database_url() -> str:
+    data_dir = Path(platformdirs.user_data_dir("photosync", appauthor=False))
+    return f"sqlite:///{data_dir / 'photosync.db'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    graph_url: str = "https://graph.microsoft.com"
+    auth: str = "managed-identity"
+    client_id: str | None = None
+    tenant_id: str | None = None
+    certificate_path: Path | None = None
+    client_secret: str | None = dataclasses.field(default=None, repr=False)
+    inbox_dir: Path = Path("/Photos/InProgress")
+    completed_dir: Path = Path("/Photos/Completed")
+    failed_dir: Path = Path("/Photos/Failed")
+    database_url: str = dataclasses.field(default_factory=default_database_url)
+    match_on: str = "displayName"
+    max_bytes: int = GRAPH_PHOTO_LIMIT
+    max_dimension: int = 648
+    concurrency: int = 4
+    settle_seconds: float = 30.0
+    move_completed: bool = True
+    overrides_file: Path | None = None
+    crop: str | None = None
+    retry_attempts: int = 6
+    log_level: str = "warning"
+    log_format: str = "text"
+    log_file: Path | None = None
+
+    def require_folders(self) -> None:
+        """Checks that only the commands touching files need (status and report don't)."""
+        if not self.inbox_dir.is_dir():
+            raise ConfigError(
+                "inbox_dir",
+                f"folder {self.inbox_dir} does not exist; create it or point inbox_dir at "
+                "the folder where photos arrive",
+            )
+        inbox = self.inbox_dir.resolve()
+        for name in ("completed_dir", "failed_dir"):
+            folder: Path = getattr(self, name)
+            if folder.resolve() == inbox:
+                raise ConfigError(
+                    name, f"must be a different folder from inbox_dir ({self.inbox_dir})"
+                )
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(name, f"{folder} exists and is not a folder")
+        if self.overrides_file is not None and not self.overrides_file.is_file():
+            raise ConfigError(
+                "overrides_file",
+                f"file {self.overrides_file} does not exist; create the CSV or unset the setting",
+            )
+
+
+# --- parsers: text (env, flag) or TOML-typed value -> Python value; raise ValueError(expected)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a non-empty text value")
+    return value.strip()
+
+
+def _optional_text(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _text(value)
+
+
+def _path(value: object) -> Path:
+    return Path(os.path.expanduser(_text(value)))
+
+
+def _optional_path(value: object) -> Path | None:
+    text = _optional_text(value)
+    return None if text is None else Path(os.path.expanduser(text))
+
+
+def _integer(minimum: int, maximum: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        expected = f"a whole number from {minimum} to {maximum}"
+        if isinstance(value, bool):
+            raise ValueError(expected)
+        try:
+            number = int(value) if isinstance(value, int) else int(str(value).strip())
+        except ValueError:
+            raise ValueError(expected) from None
+        if not minimum <= number <= maximum:
+            raise ValueError(expected)
+        return number
+
+    return parse
+
+
+def _seconds(value: object) -> float:
+    expected = "a number of seconds, 0 or more"
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    try:
+        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    except ValueError:
+        raise ValueError(expected) from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError(expected)
+    return number
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+def _choice(options: tuple[str, ...], *, optional: bool = False) -> Callable[[object], Any]:
+    def parse(value: object) -> str | None:
+        if optional and (value is None or str(value).strip().lower() in ("", "none")):
+            return None
+        text = str(value).strip()
+        for option in options:
+            if text.lower() == option.lower():
+                return option
+        allowed = ", ".join(options) + (", none" if optional else "")
+        raise ValueError(f"one of {allowed}")
+
+    return parse
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _graph_url(value: object) -> str:
+    expected = (
+        "an https URL such as https://graph.microsoft.com (http only for a loopback emulator)"
+    )
+    text = _text(value).rstrip("/")
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        _ = parts.port  # raises on a malformed port
+    except ValueError:
+        raise ValueError(expected) from None
+    if not host or parts.query or parts.fragment or parts.path not in ("",):
+        raise ValueError(expected)
+    # A bearer token must never cross a network in clear text.
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(host)):
+        return text
+    raise ValueError(expected)
+
+
+def _database_url(value: object) -> str:
+    text = _text(value)
+    try:
+        make_url(text)
+    except ArgumentError:
+        raise ValueError(
+            "a SQLAlchemy URL such as sqlite:///C:/photosync/ledger.db or postgresql+psycopg://..."
+        ) from None
+    return text
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    parse: Callable[[object], Any]
+    help: str
+    env_only: bool = False
+    secret: bool = False
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("graph_url", _graph_url, "Graph root: a national cloud, or a local emulator."),
+    SettingSpec("auth", _choice(AUTH_MODES), "How to get a token: " + " / ".join(AUTH_MODES) + "."),
+    SettingSpec(
+        "client_id",
+        _optional_text,
+        "App (client) id for the non-managed modes; for managed-identity, picks a "
+        "user-assigned identity.",
+    ),
+    SettingSpec(
+        "tenant_id", _optional_text, "Directory (tenant) id, for client-secret/certificate."
+    ),
+    SettingSpec("certificate_path", _optional_path, "PEM/PFX certificate file, for certificate."),
+    SettingSpec(
+        "client_secret",
+        _optional_text,
+        "Client secret, for client-secret. Environment only: PHOTOSYNC_CLIENT_SECRET.",
+        env_only=True,
+        secret=True,
+    ),
+    SettingSpec("inbox_dir", _path, "Folder where photos arrive."),
+    SettingSpec(
+        "completed_dir", _path, "Where a photo goes after it is uploaded or found unchanged."
+    ),
+    SettingSpec("failed_dir", _path, "Where an unusable file goes (not an image, corrupt...)."),
+    SettingSpec("database_url", _database_url, "The ledger: any SQLAlchemy URL."),
+    SettingSpec(
+        "match_on",
+        _choice(MATCH_PROPERTIES),
+        "User property a file name is matched against: " + ", ".join(MATCH_PROPERTIES) + ".",
+    ),
+    SettingSpec(
+        "max_bytes",
+        _integer(16 * 1024, GRAPH_PHOTO_LIMIT),
+        "Largest upload in bytes (Graph's limit is 4194304); larger images are re-encoded.",
+    ),
+    SettingSpec(
+        "max_dimension",
+        _integer(48, 10_000),
+        "Longest side of the uploaded image in pixels; larger images are downscaled.",
+    ),
+    SettingSpec(
+        "concurrency",
+        _integer(1, 64),
+        "Parallel uploads (upper bound; backs off on throttling).",
+    ),
+    SettingSpec(
+        "settle_seconds",
+        _seconds,
+        "A file modified less than this many seconds ago is deferred to a later run.",
+    ),
+    SettingSpec(
+        "move_completed",
+        _boolean,
+        "false = mirror mode: files stay in the inbox; the ledger alone decides what changed.",
+    ),
+    SettingSpec(
+        "overrides_file",
+        _optional_path,
+        "CSV 'filename,userPrincipalName' of explicit matches.",
+    ),
+    SettingSpec("crop", _choice(("square",), optional=True), "'square' = centre-crop to a square."),
+    SettingSpec(
+        "retry_attempts",
+        _integer(1, 20),
+        "Attempts per Graph request before a transient failure is recorded.",
+    ),
+    SettingSpec("log_level", _choice(LOG_LEVELS), "Log level: " + ", ".join(LOG_LEVELS) + "."),
+    SettingSpec("log_format", _choice(LOG_FORMATS), "Log format: text, or json lines."),
+    SettingSpec("log_file", _optional_path, "Write logs to this file instead of stderr."),
+)
+SPECS_BY_NAME = {spec.name: spec for spec in SETTINGS}
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("config", f"file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc}") from None
+    table = document.get("photosync")
+    if table is None:
+        raise ConfigError("config", f"{path} has no [photosync] table; put settings under it")
+    if not isinstance(table, dict):
+        raise ConfigError("config", f"{path}: 'photosync' must be a table")
+    return table
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, object] | None = None,
+) -> Settings:
+    """Merge every source and validate; raises ConfigError naming the first bad setting."""
+    env = os.environ if env is None else env
+    raw: dict[str, tuple[object, str]] = {}
+    if config_file is not None:
+        for key, value in _read_toml(config_file).items():
+            spec = SPECS_BY_NAME.get(key)
+            if spec is None:
+                raise ConfigError(
+                    key,
+                    f"unknown setting in {config_file}; known settings are "
+                    + ", ".join(s.name for s in SETTINGS if not s.env_only),
+                )
+            if spec.env_only:
+                raise ConfigError(
+                    key,
+                    f"is a secret and is read only from {spec.env_var}; remove it from the file",
+                )
+            raw[key] = (value, str(config_file))
+    for spec in SETTINGS:
+        if spec.env_var in env:
+            raw[spec.name] = (env[spec.env_var], spec.env_var)
+    for name, value in (flags or {}).items():
+        if value is not None:
+            raw[name] = (value, SPECS_BY_NAME[name].flag)
+
+    values: dict[str, object] = {}
+    for name, (value, source) in raw.items():
+        spec = SPECS_BY_NAME[name]
+        try:
+            values[name] = spec.parse(value)
+        except ValueError as exc:
+            shown = "(hidden)" if spec.secret else repr(value)
+            raise ConfigError(name, f"expected {exc}, got {shown} (from {source})") from None
+    return Settings(**values)  # type: ignore[arg-type]
