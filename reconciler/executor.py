@@ -1,0 +1,289 @@
+"""Apply a plan: prepare images, upload, move files, record every step. Never re-decides.
+
+Crash-safe order for an upload (design.md): record the intent, upload, record success, move
+the file, record the move. A crash between any two steps leaves a ledger the next run
+finishes from: an intent without a result is simply uploaded again (PUT is idempotent), and
+a recorded success whose file is still in the inbox is planned as "unchanged" and moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from reconciler.errors import (
+    AuthError,
+    GraphError,
+    GraphUnreachableError,
+    ImageError,
+    PermanentGraphError,
+)
+from reconciler.ledger import repository
+from reconciler.ledger.db import Ledger
+from reconciler.model import (
+    Action,
+    ActionKind,
+    FileResult,
+    Outcome,
+    Plan,
+    PreparedImage,
+    UploadReceipt,
+)
+from reconciler.moves import move_into
+
+log = logging.getLogger("reconciler.executor")
+
+
+class Uploader(Protocol):
+    def upload_photo(self, user_id: str, data: bytes, content_type: str) -> UploadReceipt: ...
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    completed_dir: Path
+    failed_dir: Path
+    move_completed: bool
+    concurrency: int
+    prepare: Callable[[Path], PreparedImage]
+
+
+class RunAborted(Exception):
+    """Raised inside workers once the run cannot go on (auth lost, Graph unreachable)."""
+
+
+class Executor:
+    def __init__(
+        self,
+        ledger: Ledger,
+        run_id: int,
+        file_ids: Mapping[str, int],
+        options: ApplyOptions,
+        uploader: Uploader | None,
+        on_file_done: Callable[[FileResult], None] = lambda _result: None,
+    ) -> None:
+        self.ledger = ledger
+        self.run_id = run_id
+        self.file_ids = file_ids
+        self.options = options
+        self.uploader = uploader
+        self.on_file_done = on_file_done
+        # SQLite allows one writer; serialising our own writes avoids busy waits between them.
+        self._write_lock = threading.Lock()
+        self._abort: BaseException | None = None
+
+    def apply(self, plan: Plan) -> list[FileResult]:
+        """Run every action; raises AuthError/GraphUnreachableError after recording what was
+        done if the run had to stop part-way."""
+        results = self._record_leaves(plan.of_kind(ActionKind.LEAVE))
+        if not self.options.move_completed:
+            results += self._record_leaves(plan.of_kind(ActionKind.MOVE_UNCHANGED))
+        else:
+            results += [self._move_unchanged(a) for a in plan.of_kind(ActionKind.MOVE_UNCHANGED)]
+        results += [self._reject(a, a.reason) for a in plan.of_kind(ActionKind.REJECT)]
+        uploads = plan.of_kind(ActionKind.UPLOAD)
+        if uploads:
+            if self.uploader is None:
+                raise ValueError("a plan with uploads needs an uploader")
+            with ThreadPoolExecutor(self.options.concurrency, "photosync-upload") as pool:
+                for result in pool.map(self._upload_safely, uploads):
+                    if result is not None:
+                        results.append(result)
+        if self._abort is not None:
+            raise self._abort
+        return results
+
+    # --- each kind of action
+
+    def _record_leaves(self, actions: list[Action]) -> list[FileResult]:
+        results = [
+            FileResult(
+                a.file.name,
+                a.outcome,
+                a.reason,
+                a.user.id if a.user else None,
+                a.user.label if a.user else None,
+            )
+            for a in actions
+        ]
+        ids = [self.file_ids[str(a.file.path)] for a in actions]
+        with self._write_lock, self.ledger.session() as session:
+            repository.preload_files(session, ids)
+            for file_id, action, result in zip(ids, actions, results, strict=True):
+                repository.record_outcome(
+                    session,
+                    file_id,
+                    self.run_id,
+                    result.outcome,
+                    result.reason,
+                    user_id=result.user_id,
+                    candidates=action.candidates,
+                )
+            repository.record_run_files(session, self.run_id, list(zip(ids, results, strict=True)))
+        for result in results:
+            self.on_file_done(result)
+        return results
+
+    def _move_unchanged(self, action: Action) -> FileResult:
+        assert action.user is not None
+        return self._move_and_record(action, Outcome.UNCHANGED, action.reason)
+
+    def _reject(self, action: Action, reason: str) -> FileResult:
+        try:
+            destination = move_into(action.file.path, self.options.failed_dir)
+        except OSError as exc:
+            return self._finish(
+                action,
+                FileResult(
+                    action.file.name,
+                    Outcome.INVALID,
+                    f"{reason}; and it could not be moved to failed_dir: {exc}",
+                ),
+            )
+        result = FileResult(action.file.name, Outcome.INVALID, reason, destination=destination)
+        return self._finish(action, result, location="failed")
+
+    def _upload_safely(self, action: Action) -> FileResult | None:
+        if self._abort is not None:
+            return None  # stays in the inbox, untouched; the next run takes it
+        try:
+            return self._upload(action)
+        except (AuthError, GraphUnreachableError) as exc:
+            self._abort = exc
+            return None
+
+    def _upload(self, action: Action) -> FileResult:
+        assert action.user is not None and action.file.sha256 is not None
+        assert self.uploader is not None
+        user = action.user
+        try:
+            prepared = self.options.prepare(action.file.path)
+        except ImageError as exc:
+            return self._reject(action, str(exc))
+        file_id = self.file_ids[str(action.file.path)]
+        with self._write_lock, self.ledger.session() as session:
+            upload_id = repository.record_intent(
+                session, self.run_id, file_id, user.id, action.file.sha256, prepared
+            )
+        try:
+            receipt = self.uploader.upload_photo(user.id, prepared.data, prepared.content_type)
+        except GraphError as exc:
+            self._record_failure(upload_id, exc)
+            if isinstance(exc, GraphUnreachableError):
+                raise
+            reason = _failure_reason(exc)
+            log.warning(
+                "upload of %s to %s failed: %s",
+                action.file.name,
+                user.label,
+                reason,
+                extra={
+                    "file": action.file.name,
+                    "user_id": user.id,
+                    "action": "upload",
+                    "http_status": exc.status,
+                    "client_request_id": exc.client_request_id,
+                },
+            )
+            return self._finish(
+                action, FileResult(action.file.name, Outcome.FAILED, reason, user.id, user.label)
+            )
+        except AuthError as exc:
+            self._record_failure(upload_id, GraphError(str(exc)))
+            raise
+        with self._write_lock, self.ledger.session() as session:
+            repository.record_upload_success(session, upload_id, receipt)
+            repository.record_outcome(
+                session, file_id, self.run_id, Outcome.UPLOADED, action.reason, user_id=user.id
+            )
+        log.info(
+            "uploaded %s to %s",
+            action.file.name,
+            user.label,
+            extra={
+                "file": action.file.name,
+                "user_id": user.id,
+                "action": "upload",
+                "http_status": receipt.http_status,
+                "client_request_id": receipt.client_request_id,
+            },
+        )
+        if not self.options.move_completed:
+            return self._finish(
+                action,
+                FileResult(action.file.name, Outcome.UPLOADED, action.reason, user.id, user.label),
+            )
+        return self._move_and_record(action, Outcome.UPLOADED, action.reason)
+
+    # --- shared steps
+
+    def _move_and_record(self, action: Action, outcome: Outcome, reason: str) -> FileResult:
+        assert action.user is not None
+        user = action.user
+        try:
+            destination = move_into(action.file.path, self.options.completed_dir)
+        except OSError as exc:
+            # The photo is in Graph; only the file is stuck. The next run moves it.
+            note = f"{reason}; but it could not be moved to completed_dir: {exc}"
+            return self._finish(
+                action, FileResult(action.file.name, Outcome.FAILED, note, user.id, user.label)
+            )
+        result = FileResult(action.file.name, outcome, reason, user.id, user.label, destination)
+        return self._finish(action, result, location="completed")
+
+    def _finish(
+        self, action: Action, result: FileResult, location: str | None = None
+    ) -> FileResult:
+        with self._write_lock, self.ledger.session() as session:
+            self._record(session, action, result)
+            if location is not None and result.destination is not None:
+                file_id = self.file_ids[str(action.file.path)]
+                repository.record_move(session, file_id, location, str(result.destination))
+        self.on_file_done(result)
+        return result
+
+    def _record(self, session: Session, action: Action, result: FileResult) -> None:
+        file_id = self.file_ids[str(action.file.path)]
+        repository.record_outcome(
+            session,
+            file_id,
+            self.run_id,
+            result.outcome,
+            result.reason,
+            user_id=result.user_id,
+            candidates=action.candidates,
+        )
+        repository.record_run_files(session, self.run_id, [(file_id, result)])
+
+    def _record_failure(self, upload_id: int, exc: GraphError) -> None:
+        with self._write_lock, self.ledger.session() as session:
+            repository.record_upload_failure(
+                session,
+                upload_id,
+                permanent=isinstance(exc, PermanentGraphError),
+                http_status=exc.status,
+                code=exc.code,
+                message=exc.graph_message,
+                request_id=exc.request_id,
+                client_request_id=exc.client_request_id,
+                attempts=exc.attempts,
+            )
+
+
+def _failure_reason(exc: GraphError) -> str:
+    kind = "rejected by Graph" if isinstance(exc, PermanentGraphError) else "Graph failed"
+    tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
+    hint = (
+        "; the user may have been deleted, the next run re-checks"
+        if exc.status == 404
+        else "; it will be retried on the next run"
+        if not isinstance(exc, PermanentGraphError)
+        else ""
+    )
+    return f"{kind}{tries}: {exc}{hint}"

@@ -1,0 +1,432 @@
+"""Reading and writing the ledger. Every function takes a Session and never commits: the
+service layer decides where each transaction begins and ends."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from reconciler import model
+from reconciler.fingerprint import CachedFingerprint
+from reconciler.ledger.models import InboxFile, Run, RunFile, SyncState, Upload, User, utcnow
+from reconciler.planner import LedgerView, RecordedFile
+from reconciler.scanner import ScanResult
+
+DELTA_LINK = "users.delta_link"
+USERS_REFRESHED_AT = "users.refreshed_at"
+
+# Rows per INSERT: under SQLite's default 32,766 bound-parameter limit with 9 columns.
+_CHUNK = 2000
+
+# --- runs
+
+
+def start_run(session: Session, command: str, dry_run: bool) -> int:
+    run = Run(
+        command=command, dry_run=dry_run, host=socket.gethostname(), pid=os.getpid(), counts={}
+    )
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def finish_run(
+    session: Session, summary: model.RunSummary, exit_code: int, error: str | None = None
+) -> None:
+    run = session.get_one(Run, summary.run_id)
+    run.finished_at = utcnow()
+    run.exit_code = exit_code
+    run.counts = {outcome.value: count for outcome, count in summary.counts.items()}
+    run.graph_requests = summary.graph_requests
+    run.error = error
+
+
+# --- users
+
+
+def _user_row(user: model.User, now: datetime) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "display_name": user.display_name,
+        "user_principal_name": user.user_principal_name,
+        "mail": user.mail,
+        "mail_nickname": user.mail_nickname,
+        "employee_id": user.employee_id,
+        "account_enabled": user.account_enabled,
+        "user_type": user.user_type,
+        "refreshed_at": now,
+        "deleted_at": None,
+    }
+
+
+def to_model_user(row: User) -> model.User:
+    return model.User(
+        id=row.id,
+        display_name=row.display_name,
+        user_principal_name=row.user_principal_name,
+        mail=row.mail,
+        mail_nickname=row.mail_nickname,
+        employee_id=row.employee_id,
+        account_enabled=row.account_enabled,
+        user_type=row.user_type,
+    )
+
+
+def upsert_users(session: Session, users: Sequence[model.User], now: datetime) -> None:
+    """Insert or update users in bulk: one statement per chunk, not one per user."""
+    dialect = session.get_bind().dialect.name
+    rows = [_user_row(u, now) for u in users]
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        if dialect == "sqlite":
+            lite = sqlite.insert(User).values(chunk)
+            updates = {c: lite.excluded[c] for c in chunk[0] if c != "id"}
+            session.execute(lite.on_conflict_do_update(index_elements=["id"], set_=updates))
+        elif dialect == "postgresql":
+            pg = postgresql.insert(User).values(chunk)
+            updates = {c: pg.excluded[c] for c in chunk[0] if c != "id"}
+            session.execute(pg.on_conflict_do_update(index_elements=["id"], set_=updates))
+        else:
+            for row in chunk:
+                session.merge(User(**row))
+
+
+def mark_users_deleted(session: Session, ids: Iterable[str], now: datetime) -> None:
+    id_list = list(ids)
+    for start in range(0, len(id_list), _CHUNK):
+        session.execute(
+            update(User).where(User.id.in_(id_list[start : start + _CHUNK])).values(deleted_at=now)
+        )
+
+
+def mark_unrefreshed_users_deleted(session: Session, refreshed_since: datetime) -> None:
+    """After a full listing: whoever the listing did not mention is gone from the tenant."""
+    session.execute(
+        update(User)
+        .where(User.refreshed_at < refreshed_since, User.deleted_at.is_(None))
+        .values(deleted_at=refreshed_since)
+    )
+
+
+def current_users(session: Session) -> list[model.User]:
+    rows = session.scalars(select(User).where(User.deleted_at.is_(None)))
+    return [to_model_user(row) for row in rows]
+
+
+def users_by_id(session: Session, ids: Iterable[str]) -> dict[str, model.User]:
+    id_list = list(ids)
+    found: dict[str, model.User] = {}
+    for start in range(0, len(id_list), _CHUNK):
+        rows = session.scalars(select(User).where(User.id.in_(id_list[start : start + _CHUNK])))
+        found.update({row.id: to_model_user(row) for row in rows})
+    return found
+
+
+def count_users(session: Session) -> int:
+    return (
+        session.scalar(select(func.count()).select_from(User).where(User.deleted_at.is_(None))) or 0
+    )
+
+
+# --- sync state
+
+
+def get_state(session: Session, key: str) -> SyncState | None:
+    return session.get(SyncState, key)
+
+
+def set_state(session: Session, key: str, value: str) -> None:
+    row = session.get(SyncState, key)
+    if row is None:
+        session.add(SyncState(key=key, value=value, updated_at=utcnow()))
+    else:
+        row.value = value
+        row.updated_at = utcnow()
+
+
+def delete_state(session: Session, key: str) -> None:
+    row = session.get(SyncState, key)
+    if row is not None:
+        session.delete(row)
+
+
+# --- inbox files
+
+
+_IN_INBOX = InboxFile.location == "inbox"
+
+
+def fingerprints(session: Session) -> dict[str, CachedFingerprint]:
+    """The stat cache: every file still in the inbox whose hash we hold."""
+    cache = {}
+    for row in session.scalars(
+        select(InboxFile).where(_IN_INBOX).where(InboxFile.sha256.is_not(None))
+    ):
+        if row.sha256 is not None and row.hashed_at_ns is not None:
+            stat = model.FileStat(row.size, row.mtime_ns, row.ctime_ns, row.inode)
+            cache[row.path] = CachedFingerprint(stat, row.sha256, row.hashed_at_ns)
+    return cache
+
+
+def record_scan(session: Session, scan: ScanResult) -> dict[str, int]:
+    """Bring the inbox rows in line with what the scan saw; returns {path: file id}.
+
+    Only rows whose stat or hash changed are written, so an unchanged inbox of 20,000 files
+    costs one SELECT.
+    """
+    existing = {row.path: row for row in session.scalars(select(InboxFile).where(_IN_INBOX))}
+    hashed_paths = {str(f.path) for f in scan.hashed}
+    seen: set[str] = set()
+    for file in [*scan.files, *scan.deferred]:
+        key = str(file.path)
+        seen.add(key)
+        row = existing.get(key)
+        if row is None:
+            row = InboxFile(name=file.name, path=key, location="inbox", first_seen_at=utcnow())
+            session.add(row)
+            existing[key] = row
+        stat = model.FileStat(row.size, row.mtime_ns, row.ctime_ns, row.inode)
+        if row.id is None or stat != file.stat:
+            row.size, row.mtime_ns = file.stat.size, file.stat.mtime_ns
+            row.ctime_ns, row.inode = file.stat.ctime_ns, file.stat.inode
+        if key in hashed_paths:
+            row.sha256 = file.sha256
+            row.hashed_at_ns = scan.started_ns
+        elif file.sha256 is None and row.sha256 is not None and stat != file.stat:
+            row.sha256 = None  # changed and not yet settled: the old hash no longer holds
+    for key, row in existing.items():
+        if key not in seen:
+            row.location = "gone"  # removed or renamed by someone; no longer ours to handle
+    session.flush()
+    return {key: row.id for key, row in existing.items() if key in seen}
+
+
+def ledger_view(session: Session) -> LedgerView:
+    rows = list(session.scalars(select(InboxFile).where(_IN_INBOX)))
+    uploaded_to_ids = {
+        (file_id, sha): user_id
+        for file_id, sha, user_id in session.execute(
+            select(Upload.file_id, Upload.source_sha256, Upload.user_id)
+            .join(InboxFile, InboxFile.id == Upload.file_id)
+            .where(InboxFile.location == "inbox", Upload.status == "succeeded")
+        )
+    }
+    users = users_by_id(session, set(uploaded_to_ids.values()))
+    files = {}
+    for row in rows:
+        user_id = uploaded_to_ids.get((row.id, row.sha256 or ""))
+        files[row.path] = RecordedFile(row.sha256, users.get(user_id) if user_id else None)
+    return LedgerView(files=files, last_upload_sha=last_upload_sha(session))
+
+
+def last_upload_sha(session: Session) -> dict[str, str]:
+    """user id -> source sha256 of that user's most recent successful upload."""
+    latest = (
+        select(Upload.user_id, func.max(Upload.id).label("upload_id"))
+        .where(Upload.status == "succeeded")
+        .group_by(Upload.user_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Upload.user_id, Upload.source_sha256).join(latest, latest.c.upload_id == Upload.id)
+    )
+    return {user_id: sha for user_id, sha in rows}
+
+
+def record_outcome(
+    session: Session,
+    file_id: int,
+    run_id: int,
+    outcome: model.Outcome,
+    reason: str,
+    *,
+    user_id: str | None = None,
+    candidates: Sequence[str] = (),
+) -> None:
+    row = session.get_one(InboxFile, file_id)
+    new = (outcome.value, reason, list(candidates) or None, user_id)
+    if (row.last_outcome, row.last_reason, row.last_candidates, row.user_id) == new:
+        return  # an unchanged verdict costs no write: mirror mode re-plans every file each run
+    row.last_outcome, row.last_reason, row.last_candidates, row.user_id = new
+    row.last_run_id = run_id
+    row.last_attempt_at = utcnow()
+
+
+def preload_files(session: Session, file_ids: Sequence[int]) -> None:
+    """Load many inbox rows in a few SELECTs, so per-file updates hit the identity map."""
+    for start in range(0, len(file_ids), _CHUNK):
+        session.scalars(
+            select(InboxFile).where(InboxFile.id.in_(file_ids[start : start + _CHUNK]))
+        ).all()
+
+
+def record_run_files(
+    session: Session, run_id: int, results: Sequence[tuple[int, model.FileResult]]
+) -> None:
+    if not results:
+        return
+    session.execute(
+        insert(RunFile),
+        [
+            {
+                "run_id": run_id,
+                "file_id": file_id,
+                "outcome": result.outcome.value,
+                "reason": result.reason,
+                "user_id": result.user_id,
+                "destination": str(result.destination) if result.destination else None,
+            }
+            for file_id, result in results
+        ],
+    )
+
+
+def record_move(session: Session, file_id: int, location: str, destination: str) -> None:
+    row = session.get_one(InboxFile, file_id)
+    row.location = location
+    row.destination = destination
+
+
+# --- uploads
+
+
+def record_intent(
+    session: Session,
+    run_id: int,
+    file_id: int,
+    user_id: str,
+    source_sha256: str,
+    prepared: model.PreparedImage,
+) -> int:
+    upload = Upload(
+        run_id=run_id,
+        file_id=file_id,
+        user_id=user_id,
+        source_sha256=source_sha256,
+        uploaded_sha256=prepared.sha256,
+        content_type=prepared.content_type,
+        prepare_path=prepared.path,
+        source_bytes=prepared.source_bytes,
+        uploaded_bytes=len(prepared.data),
+        source_width=prepared.source_width,
+        source_height=prepared.source_height,
+        uploaded_width=prepared.width,
+        uploaded_height=prepared.height,
+        status="pending",
+        started_at=utcnow(),
+    )
+    session.add(upload)
+    session.flush()
+    return upload.id
+
+
+def record_upload_success(session: Session, upload_id: int, receipt: model.UploadReceipt) -> None:
+    upload = session.get_one(Upload, upload_id)
+    upload.status = "succeeded"
+    upload.http_status = receipt.http_status
+    upload.attempts = receipt.attempts
+    upload.client_request_id = receipt.client_request_id
+    upload.finished_at = utcnow()
+
+
+def record_upload_failure(
+    session: Session,
+    upload_id: int,
+    *,
+    permanent: bool,
+    http_status: int | None,
+    code: str | None,
+    message: str,
+    request_id: str | None,
+    client_request_id: str | None,
+    attempts: int,
+) -> None:
+    upload = session.get_one(Upload, upload_id)
+    upload.status = "failed-permanent" if permanent else "failed-transient"
+    upload.http_status = http_status
+    upload.graph_error_code = code
+    upload.graph_error_message = message
+    upload.request_id = request_id
+    upload.client_request_id = client_request_id
+    upload.attempts = attempts
+    upload.finished_at = utcnow()
+
+
+@dataclass(frozen=True, slots=True)
+class FailedUpload:
+    source_sha256: str
+    user: model.User
+
+
+def failed_uploads(session: Session, *, include_permanent: bool) -> dict[str, FailedUpload]:
+    """Inbox files whose most recent upload failed, by path, with the user it was meant for."""
+    statuses = (
+        ["failed-transient", "failed-permanent"] if include_permanent else ["failed-transient"]
+    )
+    latest = (
+        select(Upload.file_id, func.max(Upload.id).label("upload_id"))
+        .group_by(Upload.file_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(InboxFile.path, Upload.source_sha256, Upload.user_id)
+        .join(latest, latest.c.upload_id == Upload.id)
+        .join(InboxFile, InboxFile.id == Upload.file_id)
+        .where(InboxFile.location == "inbox", Upload.status.in_(statuses))
+    ).all()
+    users = users_by_id(session, {user_id for _, _, user_id in rows})
+    return {
+        path: FailedUpload(sha, users[user_id]) for path, sha, user_id in rows if user_id in users
+    }
+
+
+# --- reading for status and reports
+
+
+def recent_runs(session: Session, limit: int) -> list[Run]:
+    return list(session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)))
+
+
+def waiting_counts(session: Session) -> dict[str, int]:
+    """Files still in the inbox, by their last outcome."""
+    rows = session.execute(
+        select(InboxFile.last_outcome, func.count())
+        .where(_IN_INBOX)
+        .group_by(InboxFile.last_outcome)
+    )
+    return {outcome or "new": count for outcome, count in rows}
+
+
+def not_landed(session: Session) -> list[InboxFile]:
+    """Every file that has not landed: still in the inbox with a non-final outcome, or set
+    aside in failed_dir."""
+    return list(
+        session.scalars(
+            select(InboxFile)
+            .where(
+                (
+                    (InboxFile.location == "inbox")
+                    & InboxFile.last_outcome.not_in(["uploaded", "unchanged"])
+                )
+                | (InboxFile.location == "failed")
+            )
+            .order_by(InboxFile.last_outcome, InboxFile.name)
+        )
+    )
+
+
+def last_uploads_of(session: Session, file_ids: Sequence[int]) -> dict[int, Upload]:
+    latest = (
+        select(func.max(Upload.id))
+        .where(Upload.file_id.in_(list(file_ids)))
+        .group_by(Upload.file_id)
+    )
+    return {u.file_id: u for u in session.scalars(select(Upload).where(Upload.id.in_(latest)))}
