@@ -1,0 +1,121 @@
+"""Injected trouble: throttling, outages, dropped connections, doomed users."""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
+
+from reconciler.graph._emulator_http import ApiError
+
+
+@dataclass
+class Faults:
+    """Mutable at runtime by tests; each field is read once per request, so no lock is needed."""
+
+    latency_s: float = 0.0
+    write_rate_per_s: float | None = None
+    fractional_retry_after: bool = False
+    random_429_rate: float = 0.0
+    random_503_rate: float = 0.0
+    drop_connection_rate: float = 0.0
+    fail_photo_users: set[str] = field(default_factory=set)
+    delete_user_on_photo_write: set[str] = field(default_factory=set)
+    token_lifetime_s: int = 3600
+    delta_gone_once: bool = False
+    seed: int | None = None
+
+
+def retry_after_value(seconds: float, fractional: bool) -> tuple[str, float]:
+    """The header text and the number it means. Graph documents whole seconds; older docs
+    show "2.128", so clients must parse both."""
+    if fractional:
+        value = max(round(seconds, 3), 0.001)
+        return f"{value:.3f}", value
+    whole = max(math.ceil(seconds), 1)
+    return str(whole), float(whole)
+
+
+def throttled(faults: Faults, seconds: float, *, code: str = "TooManyRequests") -> ApiError:
+    text, value = retry_after_value(seconds, faults.fractional_retry_after)
+    status, message = (
+        (429, "Please retry again later.")
+        if code == "TooManyRequests"
+        else (503, "Service is temporarily unavailable. Please retry later.")
+    )
+    return ApiError(status, code, message, headers={"Retry-After": text}, retry_after=value)
+
+
+class WriteLimiter:
+    """A token bucket over photo writes holding one second of the configured rate.
+
+    As Entra documents, a write sent while throttled is not processed, still accrues usage
+    and gets a fresh Retry-After, so a client that ignores Retry-After keeps itself throttled.
+    The debt is capped at one bucket so a well-behaved client always recovers.
+    """
+
+    def __init__(self, faults: Faults, clock: Callable[[], float] = time.monotonic) -> None:
+        self._faults = faults
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._rate: float | None = None
+        self._tokens = 0.0
+        self._stamp = 0.0
+
+    def admit(self) -> None:
+        """Return if the write may proceed, else raise the 429 to send."""
+        rate = self._faults.write_rate_per_s
+        if rate is None:
+            return
+        capacity = max(rate, 1.0)
+        with self._lock:
+            now = self._clock()
+            if rate != self._rate:  # configured afresh: start with a full bucket
+                self._rate, self._tokens, self._stamp = rate, capacity, now
+            self._tokens = min(capacity, self._tokens + (now - self._stamp) * rate)
+            self._stamp = now
+            allowed = self._tokens >= 1.0
+            self._tokens = max(self._tokens - 1.0, -capacity)
+            wait = (1.0 - self._tokens) / rate
+        if not allowed:
+            raise throttled(self._faults, wait)
+
+
+Verdict = Literal["ok", "429", "503", "drop"]
+T = TypeVar("T")
+
+
+class FaultDice:
+    """Seeded random faults for plain Graph requests."""
+
+    def __init__(self, faults: Faults) -> None:
+        self._faults = faults
+        self._lock = threading.Lock()
+        self._seed = faults.seed
+        self._rng = random.Random(faults.seed)
+
+    def roll(self) -> Verdict:
+        faults = self._faults
+        with self._lock:
+            if faults.seed != self._seed:  # a test re-seeded mid-run: make that reproducible
+                self._seed = faults.seed
+                self._rng = random.Random(faults.seed)
+            draw = self._rng.random()
+        odds: tuple[tuple[Verdict, float], ...] = (
+            ("drop", faults.drop_connection_rate),
+            ("429", faults.random_429_rate),
+            ("503", faults.random_503_rate),
+        )
+        for verdict, rate in odds:
+            if draw < rate:
+                return verdict
+            draw -= rate
+        return "ok"
+
+    def shuffle(self, items: list[T]) -> None:
+        with self._lock:
+            self._rng.shuffle(items)

@@ -1,0 +1,134 @@
+"""`/users/{id}/photo` and `/users/{id}/photo/$value` (graph-notes §3)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+
+from PIL import Image
+
+from reconciler.graph._emulator_faults import Faults, WriteLimiter
+from reconciler.graph._emulator_http import (
+    ApiError,
+    EmuRequest,
+    EmuResponse,
+    bad_request,
+    json_response,
+    method_not_allowed,
+)
+from reconciler.graph._emulator_tenant import Tenant, UserRecord
+from reconciler.graph._emulator_users import not_found
+
+MAX_PHOTO_BYTES = 4 * 1024 * 1024
+MIN_SIDE = 48
+ACCEPTED_TYPES = frozenset({"image/jpeg", "image/png"})
+_PROFILE_EXCEPTION = "Exception of type 'Microsoft.Fast.Profile.Core.Exception.{}' was thrown."
+
+
+def decode_image(data: bytes) -> tuple[tuple[int, int], str]:
+    """(size, MIME type) of an image that fully decodes; Graph refuses anything less."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            size, kind = image.size, Image.MIME.get(image.format or "", "application/octet-stream")
+            # Decoding at 1/8 scale still reads every byte of a JPEG, so corruption shows,
+            # at a fraction of the cost of a full decode.
+            image.draft("RGB", (max(size[0] // 8, 1), max(size[1] // 8, 1)))
+            image.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise bad_request(f"The photo could not be read as an image: {exc}", "BadRequest") from exc
+    return size, kind
+
+
+class PhotoRoutes:
+    def __init__(
+        self,
+        tenant: Tenant,
+        faults: Faults,
+        limiter: WriteLimiter,
+        base_url: Callable[[], str],
+    ) -> None:
+        self._tenant = tenant
+        self._faults = faults
+        self._limiter = limiter
+        self._base_url = base_url
+
+    def handle(self, req: EmuRequest, key: str, *, value: bool) -> EmuResponse:
+        method = req.method
+        if method == "GET":
+            record = self._user(key)
+            return self._read_bytes(record) if value else self._read_metadata(record)
+        if value and method in {"PUT", "PATCH", "DELETE"}:
+            if len(req.body) > MAX_PHOTO_BYTES:  # refused at the front door, before any work
+                raise ApiError(
+                    413, "RequestEntityTooLarge", "The maximum request length supported is 4MB."
+                )
+            self._limiter.admit()
+            record = self._user_for_write(key)
+            return self._delete(record) if method == "DELETE" else self._write(req, record)
+        raise method_not_allowed()
+
+    def _user(self, key: str) -> UserRecord:
+        record = self._tenant.resolve(key)
+        if record is None:
+            raise not_found(key)
+        return record
+
+    def _user_for_write(self, key: str) -> UserRecord:
+        record = self._user(key)
+        if record.id in self._faults.delete_user_on_photo_write:
+            self._tenant.delete_user(record.id)
+            raise not_found(key)
+        if record.id in self._faults.fail_photo_users:
+            raise ApiError(500, "generalException", "General exception while processing.")
+        return record
+
+    def _write(self, req: EmuRequest, record: UserRecord) -> EmuResponse:
+        content_type = (req.header("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type not in ACCEPTED_TYPES:
+            raise bad_request(
+                f"Content-Type '{content_type}' is not supported for a profile photo; "
+                "send image/jpeg or image/png.",
+                "BadRequest",
+            )
+        size, detected = decode_image(req.body)
+        if min(size) < MIN_SIDE:
+            raise bad_request(
+                _PROFILE_EXCEPTION.format("ProfileBadRequestException"), "ValidationWidthTooSmall"
+            )
+        self._tenant.store_photo(record.id, req.body, content_type, size, detected)
+        return EmuResponse(200)
+
+    def _delete(self, record: UserRecord) -> EmuResponse:
+        if not self._tenant.delete_photo(record.id):
+            raise _image_not_found()
+        return EmuResponse(204)
+
+    def _read_bytes(self, record: UserRecord) -> EmuResponse:
+        photo = self._tenant.photo(record.id)
+        if photo is None:
+            raise _image_not_found()
+        return EmuResponse(200, {"Content-Type": photo.content_type}, photo.data)
+
+    def _read_metadata(self, record: UserRecord) -> EmuResponse:
+        photo = self._tenant.photo(record.id)
+        if photo is None:
+            raise _image_not_found()
+        etag = hashlib.sha256(photo.data).hexdigest()[:8].upper()
+        return json_response(
+            {
+                "@odata.context": (
+                    f"{self._base_url()}/v1.0/$metadata#users('{record.id}')/photo/$entity"
+                ),
+                "@odata.mediaContentType": photo.content_type,
+                "@odata.mediaEtag": f'"{etag}"',
+                # Entra-stored photos report "default" rather than a size (graph-notes §3.2).
+                "id": "default",
+                "width": photo.width,
+                "height": photo.height,
+            }
+        )
+
+
+def _image_not_found() -> ApiError:
+    return ApiError(404, "ImageNotFound", _PROFILE_EXCEPTION.format("ImageNotFoundException"))

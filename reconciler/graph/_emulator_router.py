@@ -1,0 +1,83 @@
+"""Maps a `/v1.0` request to its route and turns raised ApiErrors into Graph error bodies.
+
+The one entry point `dispatch` serves top-level requests and `$batch` inner requests alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from reconciler.graph._emulator_batch import run_batch
+from reconciler.graph._emulator_faults import FaultDice, Faults, WriteLimiter
+from reconciler.graph._emulator_http import (
+    ApiError,
+    EmuRequest,
+    EmuResponse,
+    RequestIds,
+    method_not_allowed,
+)
+from reconciler.graph._emulator_photos import PhotoRoutes
+from reconciler.graph._emulator_tenant import Tenant
+from reconciler.graph._emulator_users import UserRoutes
+
+_PHOTO = re.compile(r"^/v1\.0/users/([^/]+)/photo(/\$value)?$")
+_USER = re.compile(r"^/v1\.0/users/([^/]+)$")
+
+
+class GraphRouter:
+    def __init__(
+        self,
+        tenant: Tenant,
+        faults: Faults,
+        base_url: Callable[[], str],
+        clock: Callable[[], float],
+        dice: FaultDice,
+    ) -> None:
+        self._tenant = tenant
+        self._dice = dice
+        self.users = UserRoutes(tenant, faults, base_url, clock)
+        self.photos = PhotoRoutes(tenant, faults, WriteLimiter(faults), base_url)
+
+    def dispatch(self, req: EmuRequest, ids: RequestIds) -> EmuResponse:
+        user_id = self.photo_user(req)
+        try:
+            response = self._route(req, ids)
+        except ApiError as exc:
+            response = exc.to_response(ids)
+        response.user_id = user_id
+        return response
+
+    def photo_user(self, req: EmuRequest) -> str | None:
+        """The id a photo request is about, resolved before the request can delete the user."""
+        match = _PHOTO.match(req.path.rstrip("/"))
+        if match is None:
+            return None
+        record = self._tenant.resolve(match.group(1))
+        return record.id if record is not None else match.group(1)
+
+    def _route(self, req: EmuRequest, ids: RequestIds) -> EmuResponse:
+        path = req.path.rstrip("/")
+        if path == "/v1.0/$batch":
+            return run_batch(req, ids, self.dispatch, self._dice.shuffle)
+        photo = _PHOTO.match(path)
+        if photo is not None:
+            return self.photos.handle(req, photo.group(1), value=photo.group(2) is not None)
+        if req.method != "GET":
+            raise method_not_allowed()
+        collection = {
+            "/v1.0/users": self.users.list_users,
+            "/v1.0/users/delta": self.users.delta,
+            "/v1.0/users/$count": self.users.count,
+        }.get(path)
+        if collection is not None:
+            return collection(req)
+        user = _USER.match(path)
+        if user is not None:
+            return self.users.get_user(req, user.group(1))
+        if path == "/v1.0/me" or path.startswith("/v1.0/me/"):
+            raise ApiError(
+                400, "BadRequest", "/me request is only valid with delegated authentication flow."
+            )
+        segment = path.removeprefix("/v1.0/").split("/")[0]
+        raise ApiError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
