@@ -155,7 +155,11 @@ def _run(
     """Record a run from start to finish, including runs that end in an error."""
     started = time.monotonic()
     with ledger.session() as session:
+        # Under the run lock no other run is uploading, so any pending intent is a dead run's.
+        interrupted = repository.close_interrupted_uploads(session)
         summary = RunSummary(repository.start_run(session, command, dry_run))
+    if interrupted:
+        log.warning("%d upload(s) of an interrupted run will be redone", interrupted)
     clients: list[GraphClient] = []
     error: str | None = None
     try:
@@ -177,8 +181,10 @@ def _observe(settings: Settings, ledger: Ledger) -> tuple[ScanResult, dict[str, 
         cache: dict[str, CachedFingerprint] = repository.fingerprints(session)
     observed = scan(settings.inbox_dir, cache, settle_seconds=settings.settle_seconds)
     with ledger.session() as session:
-        file_ids = repository.record_scan(session, observed)
+        # The view is what the ledger knew *before* this scan: comparing against it is how
+        # a run tells new and changed files from ones it has already seen.
         view = repository.ledger_view(session)
+        file_ids = repository.record_scan(session, observed)
     return observed, file_ids, view
 
 

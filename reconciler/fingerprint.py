@@ -31,5 +31,7 @@ def can_trust(cached: CachedFingerprint | None, current: FileStat) -> bool:
 
 
 def is_settled(stat: FileStat, now_ns: int, settle_seconds: float) -> bool:
-    """A file modified within settle_seconds may still be being copied in."""
-    return now_ns - stat.mtime_ns >= settle_seconds * 1_000_000_000
+    """A file changed within settle_seconds may still be being copied in. ctime counts too:
+    a copy that preserves the original mtime (robocopy, cp -p) still has a fresh ctime."""
+    newest_change = max(stat.mtime_ns, stat.ctime_ns)
+    return now_ns - newest_change >= settle_seconds * 1_000_000_000

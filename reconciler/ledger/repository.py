@@ -430,3 +430,15 @@ def last_uploads_of(session: Session, file_ids: Sequence[int]) -> dict[int, Uplo
         .group_by(Upload.file_id)
     )
     return {u.file_id: u for u in session.scalars(select(Upload).where(Upload.id.in_(latest)))}
+
+
+def close_interrupted_uploads(session: Session) -> int:
+    """Intents left 'pending' by a run that died: the upload may or may not have reached
+    Graph, so they are marked 'interrupted' (never 'succeeded'); the file is still in the
+    inbox and will be uploaded again."""
+    result = session.execute(
+        update(Upload)
+        .where(Upload.status == "pending")
+        .values(status="interrupted", finished_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
