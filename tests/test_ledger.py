@@ -46,9 +46,8 @@ def test_run_lock_names_the_holder_and_is_released(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     first, second = Ledger(url), Ledger(url)
     with first.run_lock():
-        with pytest.raises(RunLockedError) as caught:
-            with second.run_lock():
-                pass
+        with pytest.raises(RunLockedError) as caught, second.run_lock():
+            pass
         assert f"pid {os.getpid()}" in str(caught.value)
     with second.run_lock():
         pass  # free again once the holder is done
@@ -71,9 +70,8 @@ def test_lock_of_a_killed_run_does_not_block(tmp_path: Path) -> None:
     )
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
-        with Ledger(url).run_lock():
-            pass
+    with pytest.raises(RunLockedError, match=f"pid {holder.pid}"), Ledger(url).run_lock():
+        pass
     holder.kill()
     holder.wait()
     with Ledger(url).run_lock():
