@@ -1,0 +1,445 @@
+"""Turn whatever HR drops into the inbox into a photo Graph will take, or say why not.
+
+Every file ends one of two ways: `prepare` returns the JPEG bytes to upload, or raises
+ImageError with one line a helpdesk person can act on. The source file is read once and never
+written; all work happens on the bytes in memory.
+
+The route through `prepare`:
+
+1. identify by content (the extension proves nothing), reject what is empty, not an image,
+   implausibly large (a decompression bomb) or too small to be a face;
+2. a JPEG that already fits, needs no rotation or colour conversion, goes out as it is
+   ("original"), or with its metadata segments cut out at the marker level ("stripped");
+3. anything else is decoded once, at the smallest JPEG DCT scale that still covers the target
+   size (`Image.draft`), flattened to 8-bit RGB, centre-cropped if asked, resampled with
+   Lanczos, colour-managed into sRGB, turned upright from its EXIF orientation, and encoded as
+   JPEG at the best quality that fits under max_bytes ("reencoded"), with no metadata at all.
+
+Either way the full image data is decoded before anything is returned, because a truncated or
+corrupt file must be rejected here rather than shown to the whole company as a grey smear.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import functools
+import hashlib
+import math
+import struct
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Literal
+
+from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+
+from reconciler import images_color, images_jpeg
+from reconciler.errors import ImageError
+from reconciler.model import PreparedImage
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif"}
+)
+
+MIN_DIMENSION = 48
+
+# The decompression-bomb cap. 64 megapixels admits every phone's full-resolution mode (48-50 MP)
+# and 61 MP full-frame cameras. A JPEG that large costs little, as it is decoded at 1/8 scale,
+# but a PNG or TIFF must be decoded whole: 64 MP of RGBA is already 256 MB, and that is the
+# figure that bounds our memory. Pillow's own limit (89 MP warning, 179 MP error) is looser and
+# process-wide; this check is ours, made from the header before any pixel is decoded.
+MAX_PIXELS = 64_000_000
+
+CONTENT_TYPE = "image/jpeg"
+
+# Quality steps when the encoded photo is over max_bytes. 90 is visually lossless for a face;
+# below 50 blocking shows, so that is where we stop and say the limit cannot be met.
+QUALITIES = (90, 85, 80, 75, 70, 60, 50)
+
+# Pillow formats we accept; HEIF files go to pillow-heif's opener alone. Naming them keeps
+# Image.open away from formats we never want to parse from an untrusted file (EPS would start
+# Ghostscript) or cannot upload sensibly.
+_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+
+_HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+)
+
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# What Pillow, its plugins and pillow-heif raise on malformed input. It is a zoo because each
+# format parser fails in its own way; all of them mean "this file is damaged".
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    EOFError,
+    ArithmeticError,
+    struct.error,
+    RuntimeError,
+    MemoryError,
+    ImageCms.PyCMSError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+_Path = Literal["original", "stripped", "reencoded"]
+
+_HEIF_HINT = "pip install 'photosync[heif]'"
+
+
+def prepare(
+    source: Path,
+    *,
+    max_bytes: int = 4_194_304,
+    max_dimension: int = 648,
+    crop: Literal["square"] | None = None,
+) -> PreparedImage:
+    """The JPEG to upload for `source`. Raises ImageError (and nothing else) if it is unusable."""
+    data = _read(source)
+    try:
+        with _pillow_warnings(), _open(data) as im:
+            photo = _inspect(im, data)
+            passthrough = _passthrough(photo, data, max_bytes, max_dimension, crop)
+            if passthrough is not None:
+                return passthrough
+            return _reencode(im, photo, data, max_bytes, max_dimension, crop)
+    except _DECODE_ERRORS as exc:
+        raise ImageError(_damaged(exc)) from exc
+
+
+@functools.cache
+def heif_available() -> bool:
+    """True when pillow-heif is installed; registers its HEIC/HEIF opener on first call."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+@contextlib.contextmanager
+def _pillow_warnings() -> Iterator[None]:
+    """Pillow warns, rather than fails, between its two decompression-bomb limits, so that
+    warning is made an error (MAX_PIXELS, checked from the header, is the guard that does not
+    depend on this). Its complaints about malformed metadata are silenced: the metadata is
+    dropped anyway, and they would otherwise escape as exceptions under `-W error`.
+
+    catch_warnings is process-wide before Python 3.14; racing threads can at worst leave the
+    "error" filter installed, which is the policy we want anyway.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+@dataclass(frozen=True, slots=True)
+class _Photo:
+    """What the header and metadata say, before any pixel is decoded."""
+
+    format: str
+    mode: str
+    width: int  # as stored, before orientation
+    height: int
+    orientation: int  # 1 (upright) to 8
+    icc_profile: bytes | None
+    metadata_readable: bool
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        swapped = self.orientation >= 5
+        return (self.height, self.width) if swapped else (self.width, self.height)
+
+
+def _read(source: Path) -> bytes:
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ImageError(
+            f"the file could not be read ({reason}); check it is not open elsewhere or "
+            "restricted, then try again"
+        ) from exc
+    if not data:
+        raise ImageError("the file is empty (0 bytes); copy the photo into the folder again")
+    return data
+
+
+def _open(data: bytes) -> Image.Image:
+    """Identify the image from its header and check its size, without decoding pixels."""
+    heif = _is_heif(data)
+    if heif and not heif_available():
+        raise ImageError(
+            "a HEIC/HEIF photo, and HEIC support is not installed; ask the administrator to run "
+            f"{_HEIF_HINT}, or save the photo as JPEG"
+        )
+    try:
+        im = Image.open(BytesIO(data), formats=("HEIF",) if heif else _FORMATS)
+    except UnidentifiedImageError as exc:
+        raise ImageError(_unrecognised(data)) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(_too_large(f"over {MAX_PIXELS // 1_000_000} megapixels")) from exc
+    width, height = im.size
+    if width * height > MAX_PIXELS:
+        im.close()
+        raise ImageError(_too_large(f"{width}x{height}, {width * height / 1e6:.0f} megapixels"))
+    if width < MIN_DIMENSION or height < MIN_DIMENSION:
+        im.close()
+        raise ImageError(
+            f"the image is only {width}x{height} pixels; a profile photo needs at least "
+            f"{MIN_DIMENSION}x{MIN_DIMENSION}, so send a larger photo"
+        )
+    return im
+
+
+def _inspect(im: Image.Image, data: bytes) -> _Photo:
+    orientation, readable = _orientation(im)
+    icc = im.info.get("icc_profile")
+    return _Photo(
+        format=im.format or "",
+        mode=im.mode,
+        width=im.width,
+        height=im.height,
+        orientation=orientation,
+        icc_profile=icc if isinstance(icc, bytes) and icc else None,
+        metadata_readable=readable,
+    )
+
+
+def _orientation(im: Image.Image) -> tuple[int, bool]:
+    """EXIF (or XMP) orientation, 1 when absent; and whether the metadata could be parsed.
+
+    Broken metadata does not make a photo unusable: it is treated as upright, and the
+    metadata is dropped by re-encoding.
+    """
+    try:
+        value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except _DECODE_ERRORS:
+        return 1, False
+    return (value, True) if isinstance(value, int) and 1 <= value <= 8 else (1, True)
+
+
+# Passthrough: the JPEG as it is, or without its metadata.
+
+
+def _passthrough(
+    photo: _Photo, data: bytes, max_bytes: int, max_dimension: int, crop: str | None
+) -> PreparedImage | None:
+    """The source JPEG (or it minus metadata) when nothing about its pixels must change."""
+    if not (
+        photo.format == "JPEG"
+        and photo.mode in ("RGB", "L")
+        and photo.orientation == 1
+        and photo.metadata_readable
+        and max(photo.width, photo.height) <= max_dimension
+        and (crop is None or photo.width == photo.height)
+        and images_color.is_srgb(photo.icc_profile)
+    ):
+        return None
+    layout = _jpeg_layout(data)
+    if layout.frame_marker not in images_jpeg.PORTABLE_FRAMES:
+        return None
+    if images_jpeg.frame_precision(data, layout) != 8:
+        return None
+    path: _Path = "stripped" if images_jpeg.has_metadata(data, layout) else "original"
+    out = images_jpeg.strip_metadata(data, layout) if path == "stripped" else data
+    if len(out) > max_bytes:
+        return None
+    _verify_decodes(out, (photo.width, photo.height))
+    return _prepared(out, (photo.width, photo.height), photo, len(data), path)
+
+
+def _prepared(
+    out: bytes, size: tuple[int, int], photo: _Photo, source_bytes: int, path: _Path
+) -> PreparedImage:
+    source_width, source_height = photo.upright_size
+    return PreparedImage(
+        data=out,
+        content_type=CONTENT_TYPE,
+        sha256=hashlib.sha256(out).hexdigest(),
+        width=size[0],
+        height=size[1],
+        source_width=source_width,
+        source_height=source_height,
+        source_bytes=source_bytes,
+        path=path,
+    )
+
+
+def _jpeg_layout(data: bytes) -> images_jpeg.Layout:
+    try:
+        return images_jpeg.walk(data)
+    except images_jpeg.JpegStructureError as exc:
+        raise ImageError(_damaged(exc)) from exc
+
+
+def _verify_decodes(data: bytes, size: tuple[int, int]) -> None:
+    """Decode the bytes we would upload, at 1/8 scale: the entropy decoder still reads every
+    coded block, which is what catches corruption, while the inverse DCT is 1/64 of the work."""
+    with Image.open(BytesIO(data), formats=("JPEG",)) as im:
+        if im.size != size:
+            raise ImageError(_damaged(ValueError("the image changed size when decoded")))
+        im.draft(None, (max(1, size[0] // 8), max(1, size[1] // 8)))
+        im.load()
+
+
+# Re-encode: decode once, normalise, resample, encode.
+
+
+def _reencode(
+    im: Image.Image,
+    photo: _Photo,
+    data: bytes,
+    max_bytes: int,
+    max_dimension: int,
+    crop: str | None,
+) -> PreparedImage:
+    stored_out = _output_size(photo.width, photo.height, max_dimension, square=crop == "square")
+    if photo.format == "JPEG":
+        # The end-of-image check is what catches a file cut short and padded with zeros, which
+        # libjpeg decodes without complaint.
+        _jpeg_layout(data)
+        im.draft("RGB", _draft_request(photo, stored_out, square=crop == "square"))
+    im.load()
+    pixels = images_color.to_working_mode(im)
+    box = _centre_square(pixels.size) if crop == "square" else _whole(pixels.size)
+    resized = pixels.resize(stored_out, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
+    rgb = images_color.to_srgb(resized, photo.icc_profile)
+    upright = _apply_orientation(rgb, photo.orientation)
+    encoded = _encode_within(upright, max_bytes)
+    return _prepared(encoded, upright.size, photo, len(data), "reencoded")
+
+
+def _output_size(width: int, height: int, max_dimension: int, *, square: bool) -> tuple[int, int]:
+    """Size of the result, in stored (not yet upright) orientation; never enlarged."""
+    if square:
+        side = min(width, height, max_dimension)
+        return side, side
+    scale = min(1.0, max_dimension / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _draft_request(photo: _Photo, out: tuple[int, int], *, square: bool) -> tuple[int, int]:
+    """The size to ask Image.draft for: the whole image at the output's scale.
+
+    draft() picks the largest DCT reduction (1/2, 1/4, 1/8) that leaves at least this size,
+    so the region we resample from is never smaller than the output.
+    """
+    region = min(photo.width, photo.height) if square else max(photo.width, photo.height)
+    scale = (out[0] if square else max(out)) / region
+    return math.ceil(photo.width * scale), math.ceil(photo.height * scale)
+
+
+def _whole(size: tuple[int, int]) -> tuple[float, float, float, float]:
+    return 0.0, 0.0, float(size[0]), float(size[1])
+
+
+def _centre_square(size: tuple[int, int]) -> tuple[float, float, float, float]:
+    # Fractional edges keep the square exactly centred, so cropping commutes with the
+    # orientation flip applied afterwards.
+    width, height = size
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+
+
+def _apply_orientation(im: Image.Image, orientation: int) -> Image.Image:
+    # Applied last, to the small image: cropping a centred square and resampling commute with
+    # the eight flips and rotations, and transposing 648 pixels is cheaper than 6000.
+    method = _ORIENTATION_TRANSPOSE.get(orientation)
+    return im if method is None else im.transpose(method)
+
+
+def _encode_within(im: Image.Image, max_bytes: int) -> bytes:
+    # Copied info (EXIF, ICC, comments) rides along through resize and transpose, and the JPEG
+    # encoder writes a comment from it; an empty dict guarantees nothing but pixels goes out.
+    im.info = {}
+    size = 0
+    for quality in QUALITIES:
+        buffer = BytesIO()
+        im.save(buffer, "JPEG", quality=quality, optimize=True)
+        size = buffer.tell()
+        if size <= max_bytes:
+            return buffer.getvalue()
+    raise ImageError(
+        f"the photo does not fit the upload limit: at {im.width}x{im.height} and JPEG quality "
+        f"{QUALITIES[-1]} it is {size:,} bytes, over max_bytes ({max_bytes:,}); raise max_bytes "
+        "or lower max_dimension"
+    )
+
+
+# Reasons, in words for the person who dropped the file.
+
+
+def _is_heif(data: bytes) -> bool:
+    """ISO base media file with a HEIF brand (the box header is size, b"ftyp", major brand)."""
+    if data[4:8] != b"ftyp":
+        return False
+    box_end = min(len(data), int.from_bytes(data[:4], "big") or len(data))
+    brands = [data[8:12]] + [data[i : i + 4] for i in range(16, box_end - 3, 4)]
+    return any(b in _HEIF_BRANDS for b in brands) and b"avif" not in brands
+
+
+def _unrecognised(data: bytes) -> str:
+    kind = _describe_content(data)
+    if kind.endswith(" image"):
+        return f"a {kind}, which photosync cannot use; save it as JPEG or PNG"
+    return f"not an image (the file's content is {kind}); save it as JPEG or PNG"
+
+
+def _describe_content(data: bytes) -> str:
+    head = data[:1024]
+    known = {
+        b"%PDF": "a PDF document",
+        b"PK\x03\x04": "a ZIP archive or an Office document",
+        b"8BPS": "Photoshop (PSD) image",
+        b"\x00\x00\x01\x00": "Windows icon (ICO) image",
+        b"Rar!": "a RAR archive",
+    }
+    for magic, kind in known.items():
+        if head.startswith(magic):
+            return kind
+    if head[4:8] == b"ftyp" and b"avif" in head[8:64]:
+        return "AVIF image"
+    if _looks_like_text(head):
+        return "text"
+    return "not in any image format photosync knows"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        # Incremental, so a multi-byte character cut at the 1 KB boundary is not an error.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _too_large(detail: str) -> str:
+    return (
+        f"the image is too large to process safely ({detail}; the limit is "
+        f"{MAX_PIXELS // 1_000_000} megapixels); save a smaller copy, e.g. 4000 pixels wide"
+    )
+
+
+def _damaged(exc: BaseException) -> str:
+    detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+    return f"the image is damaged or incomplete ({detail}); copy the original photo again"
