@@ -1,0 +1,639 @@
+"""The Microsoft Graph client: the only code that talks HTTP to Graph.
+
+It returns our model types and raises our error types (reconciler.errors); nothing above it
+sees requests or Graph's JSON. It needs only User.Read.All and ProfilePhoto.ReadWrite.All.
+
+Retries. Every logical call (one page, one upload) is retried here on transient failures
+(429, 408, 500/502/503/504, resets, timeouts) up to `max_attempts` HTTP attempts, waiting the
+Retry-After Graph names or else exponential backoff with full jitter. Each HTTP attempt
+carries its own fresh client-request-id: Microsoft support traces single requests by that id,
+so giving a retry the id of the attempt that failed would merge two requests into one trace.
+Every failed attempt is logged with its own id, and the error raised carries the last one.
+
+Throttling. A Retry-After from any response sets one not-before moment shared by all threads
+(NotBefore): nothing is sent to Graph before it. Uploads additionally pass an AIMD limiter
+(concurrency halved on a 429, grown back slowly) and a Pacer (a write rate learned from 429s).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
+
+from reconciler.errors import (
+    AuthError,
+    DeltaResyncRequired,
+    GraphError,
+    GraphUnreachableError,
+    PermanentGraphError,
+    TransientGraphError,
+)
+from reconciler.graph.auth import TokenProvider
+from reconciler.graph.throttle import (
+    AdaptiveLimiter,
+    NotBefore,
+    Pacer,
+    Signal,
+    Ticket,
+    backoff_delay,
+    parse_retry_after,
+)
+from reconciler.model import USER_SELECT, UploadReceipt, User, UserChanges
+
+log = logging.getLogger("reconciler.graph")
+
+TRANSIENT_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+_RESYNC_CODES: Final = frozenset({"syncstatenotfound", "resyncrequired"})
+_NO_PHOTO_CODES: Final = frozenset({"imagenotfound", "errorentitynotfound"})
+BATCH_LIMIT: Final = 20
+_PERMISSION_HINT: Final = (
+    " — grant the app User.Read.All and ProfilePhoto.ReadWrite.All (application permissions, "
+    "admin consent)"
+)
+
+
+def _user_agent() -> str:
+    try:
+        return f"photosync/{version('photosync')}"
+    except PackageNotFoundError:
+        return "photosync/0+unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEnvelope:
+    """What a Graph error body says, parsed leniently (bodies are not always JSON)."""
+
+    code: str | None
+    message: str
+    request_id: str | None
+
+
+def parse_error_body(body: Any, *, fallback: str) -> ErrorEnvelope:
+    """Parse `{"error": {"code", "message", "innerError"|"innererror": {"request-id"}}}`.
+
+    `body` may be bytes, str or an already-decoded JSON value ($batch inner responses).
+    """
+    data = body
+    if isinstance(body, bytes | str):
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            return ErrorEnvelope(None, " ".join(text.split())[:200] or fallback, None)
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return ErrorEnvelope(None, fallback, None)
+    inner = error.get("innerError") or error.get("innererror") or {}
+    request_id = inner.get("request-id") if isinstance(inner, dict) else None
+    code = error.get("code")
+    message = error.get("message")
+    return ErrorEnvelope(
+        code if isinstance(code, str) else None,
+        message if isinstance(message, str) and message else fallback,
+        request_id if isinstance(request_id, str) else None,
+    )
+
+
+def classify_status(status: int) -> type[GraphError]:
+    """Which of our error types an HTTP error status becomes (401 is handled before this)."""
+    if status in TRANSIENT_STATUSES:
+        return TransientGraphError
+    return PermanentGraphError
+
+
+def graph_error(
+    status: int,
+    envelope: ErrorEnvelope,
+    *,
+    client_request_id: str,
+    attempts: int,
+    retry_after: float | None,
+    request_id: str | None = None,
+) -> GraphError:
+    """Our error for one failed response."""
+    message = envelope.message
+    if status == 403:
+        message += _PERMISSION_HINT
+    return classify_status(status)(
+        message,
+        status=status,
+        code=envelope.code,
+        request_id=envelope.request_id or request_id,
+        client_request_id=client_request_id,
+        attempts=attempts,
+        retry_after=retry_after,
+    )
+
+
+def is_resync(error: GraphError) -> bool:
+    """True when a delta request failed because its token is gone (graph-notes §2.4)."""
+    if error.status == 410:
+        return True
+    return error.status == 400 and (error.code or "").lower() in _RESYNC_CODES
+
+
+def network_reason(exc: requests.RequestException) -> str:
+    """A short, URL-free description of a failure below HTTP."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(exc, requests.Timeout):
+        return "read timed out"
+    root: BaseException = exc
+    while True:
+        inner = getattr(root, "reason", None) or (root.args[-1] if root.args else None)
+        if not isinstance(inner, BaseException) or inner is root:
+            break
+        root = inner
+    return f"connection failed ({type(root).__name__})"
+
+
+def is_unreachable(exc: requests.RequestException) -> bool:
+    """Refused connection or DNS failure: nothing is listening at graph_url."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NewConnectionError):  # includes NameResolutionError
+            return True
+        nested = getattr(seen, "reason", None) or (seen.args[0] if seen.args else None)
+        seen = nested if isinstance(nested, BaseException) and nested is not seen else None
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One logical Graph call: what to send and how to describe it in logs."""
+
+    method: str
+    url: str
+    what: str
+    user_id: str | None = None
+    params: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    data: bytes | None = None
+    json_body: Any = None
+    writes: int = 0  # photo writes carried: gates the request through the AIMD limiter
+    batch: bool = False  # a $batch: results (and throttling) are in the inner responses
+    # Statuses that answer the question rather than fail it (404 for "has no photo").
+    expected: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    response: requests.Response
+    attempts: int
+    client_request_id: str
+
+
+class GraphClient:
+    """Microsoft Graph for photosync: list and track users, upload and read profile photos."""
+
+    def __init__(
+        self,
+        graph_url: str,
+        tokens: TokenProvider,
+        *,
+        concurrency: int = 4,
+        max_attempts: int = 6,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.graph_url = graph_url.rstrip("/")
+        self._api = f"{self.graph_url}/v1.0"
+        self._tokens = tokens
+        self._max_attempts = max(1, max_attempts)
+        self._timeout = (connect_timeout, read_timeout)
+        self._backoff = (backoff_base_s, backoff_cap_s)
+        self._session = session or self._new_session(concurrency)
+        self._user_agent = _user_agent()
+        self._gate = NotBefore()
+        self._pacer = Pacer()
+        self._limiter = AdaptiveLimiter(concurrency, pacer=self._pacer)
+        self._count_lock = threading.Lock()
+        self._count = 0
+        self._reached = False
+
+    @staticmethod
+    def _new_session(concurrency: int) -> requests.Session:
+        session = requests.Session()
+        # Retries are ours (they must honour Retry-After and our budget); the pool must
+        # hold a connection per upload thread or urllib3 discards and reopens them.
+        adapter = HTTPAdapter(pool_maxsize=max(10, concurrency * 2), max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests sent to Graph by this client (token requests not included)."""
+        with self._count_lock:
+            return self._count
+
+    @property
+    def concurrency_limit(self) -> int:
+        """The AIMD limit on uploads in flight right now."""
+        return self._limiter.limit
+
+    @property
+    def write_rate(self) -> float | None:
+        """The write rate learned from 429s (per second); None before the first 429."""
+        return self._pacer.rate
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> GraphClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- users ---------------------------------------------------------------------------
+
+    def list_users(
+        self, select: Sequence[str] = USER_SELECT, *, page_size: int = 999
+    ) -> Iterator[list[User]]:
+        """Every user, one page at a time as Graph sends them (memory stays flat)."""
+        params: dict[str, str] | None = {"$select": ",".join(select), "$top": str(page_size)}
+        url: str | None = f"{self._api}/users"
+        while url is not None:
+            page = self._get_json(url, "list users", params)
+            params = None  # nextLink carries the query; it is used verbatim
+            yield [User.from_graph(item) for item in page.get("value", [])]
+            url = page.get("@odata.nextLink")
+
+    def delta_latest(self, select: Sequence[str] = USER_SELECT) -> str:
+        """A delta link for 'from now on', without downloading any users."""
+        params = {"$select": ",".join(select), "$deltatoken": "latest"}
+        return self.delta(self._with_query(f"{self._api}/users/delta", params)).delta_link
+
+    def delta(self, delta_link: str) -> UserChanges:
+        """The users changed and removed since `delta_link`, and the link to resume from."""
+        upserted: dict[str, User] = {}
+        removed: dict[str, None] = {}  # an ordered set
+        url = delta_link
+        while True:
+            page = self._delta_page(url)
+            for item in page.get("value", []):
+                _apply_delta_item(item, upserted, removed)
+            if "@odata.deltaLink" in page:
+                return UserChanges(
+                    tuple(upserted.values()), tuple(removed), page["@odata.deltaLink"]
+                )
+            url = page["@odata.nextLink"]
+
+    def _delta_page(self, url: str) -> dict[str, Any]:
+        try:
+            return self._get_json(url, "user delta", None)
+        except (PermanentGraphError, TransientGraphError) as exc:
+            if is_resync(exc):
+                raise DeltaResyncRequired(
+                    exc.graph_message,
+                    status=exc.status,
+                    code=exc.code,
+                    request_id=exc.request_id,
+                    client_request_id=exc.client_request_id,
+                    attempts=exc.attempts,
+                ) from exc
+            raise
+
+    # -- photos --------------------------------------------------------------------------
+
+    def upload_photo(self, user_id: str, data: bytes, content_type: str) -> UploadReceipt:
+        """PUT the photo bytes as they are; Graph keeps what it is sent."""
+        call = _Call(
+            "PUT",
+            f"{self._photo_url(user_id)}/$value",
+            "upload photo",
+            user_id=user_id,
+            headers={"Content-Type": content_type},
+            data=data,
+            writes=1,
+        )
+        done = self._execute(call)
+        return UploadReceipt(done.attempts, done.response.status_code, done.client_request_id)
+
+    def get_photo(self, user_id: str) -> bytes | None:
+        """The user's photo bytes, or None when the user has none."""
+        call = _Call(
+            "GET",
+            f"{self._photo_url(user_id)}/$value",
+            "get photo",
+            user_id=user_id,
+            expected=frozenset({404}),
+        )
+        try:
+            return self._execute(call).response.content
+        except PermanentGraphError as exc:
+            if exc.status == 404 and (exc.code or "").lower() in _NO_PHOTO_CODES:
+                return None
+            raise
+
+    def upload_photos_batch(
+        self, items: Sequence[tuple[str, bytes, str]]
+    ) -> list[UploadReceipt | GraphError]:
+        """Upload through JSON $batch (≤20 a request); one result per item, in input order.
+
+        Inner 429/5xx are retried (Graph's SDKs do not) after the inner Retry-After, up to
+        max_attempts per item. Failures are returned, not raised, except those that end the
+        run (AuthError, GraphUnreachableError).
+        """
+        results: list[UploadReceipt | GraphError | None] = [None] * len(items)
+        attempts = [0] * len(items)
+        pending = list(range(len(items)))
+        while pending:
+            chunk, pending = pending[:BATCH_LIMIT], pending[BATCH_LIMIT:]
+            retry = self._send_batch(items, chunk, attempts, results)
+            pending = retry + pending
+        return [r if r is not None else _missing(items[i][0]) for i, r in enumerate(results)]
+
+    def _send_batch(
+        self,
+        items: Sequence[tuple[str, bytes, str]],
+        chunk: list[int],
+        attempts: list[int],
+        results: list[UploadReceipt | GraphError | None],
+    ) -> list[int]:
+        """Send one $batch; fill `results`; return the indexes to send again."""
+        requests_ = [_batch_entry(i, *items[i]) for i in chunk]
+        call = _Call(
+            "POST",
+            f"{self._api}/$batch",
+            "photo batch",
+            json_body={"requests": requests_},
+            writes=len(requests_),
+            batch=True,
+        )
+        try:
+            done = self._execute(call)
+        except (AuthError, GraphUnreachableError):
+            raise
+        except GraphError as exc:
+            for i in chunk:
+                results[i] = exc
+            return []
+        retry: list[int] = []
+        for inner in _batch_responses(done.response):
+            i = int(inner["id"])
+            attempts[i] += 1
+            outcome = self._batch_outcome(inner, items[i][0], attempts[i], done)
+            if outcome is None:
+                retry.append(i)
+            else:
+                results[i] = outcome
+        if retry:
+            self._backoff_wait(max(attempts[i] for i in retry), None)
+        return sorted(retry)
+
+    def _batch_outcome(
+        self, inner: Mapping[str, Any], user_id: str, attempts: int, done: _Done
+    ) -> UploadReceipt | GraphError | None:
+        """One inner response → a receipt, an error, or None for 'send it again'."""
+        status = int(inner.get("status", 0))
+        if 200 <= status < 300:
+            return UploadReceipt(attempts, status, done.client_request_id)
+        headers = {str(k).lower(): str(v) for k, v in (inner.get("headers") or {}).items()}
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        if retry_after is not None:
+            self._gate.defer(retry_after)
+        envelope = parse_error_body(inner.get("body"), fallback=f"HTTP {status}")
+        error = graph_error(
+            status,
+            envelope,
+            client_request_id=done.client_request_id,
+            attempts=attempts,
+            retry_after=retry_after,
+        )
+        self._log_failure(error, "photo batch item", user_id)
+        if isinstance(error, TransientGraphError) and attempts < self._max_attempts:
+            return None
+        return error
+
+    # -- the request engine --------------------------------------------------------------
+
+    def _photo_url(self, user_id: str) -> str:
+        return f"{self._api}/users/{quote(user_id, safe='@')}/photo"
+
+    @staticmethod
+    def _with_query(url: str, params: Mapping[str, str]) -> str:
+        prepared = requests.Request("GET", url, params=params).prepare()
+        return str(prepared.url)
+
+    def _get_json(self, url: str, what: str, params: Mapping[str, str] | None) -> dict[str, Any]:
+        response = self._execute(_Call("GET", url, what, params=params)).response
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise TransientGraphError(
+                f"{what}: Graph sent a body that is not JSON", status=response.status_code
+            ) from exc
+        if not isinstance(payload, dict):
+            raise TransientGraphError(f"{what}: unexpected JSON", status=response.status_code)
+        return payload
+
+    def _execute(self, call: _Call) -> _Done:
+        """Send `call` until it succeeds, fails for good, or the retry budget is spent."""
+        attempts = 0
+        refreshed = False
+        while True:
+            attempts += 1
+            token = self._tokens.token()
+            crid = str(uuid.uuid4())
+            error: GraphError
+            try:
+                response = self._send(call, token, crid)
+            except requests.RequestException as exc:
+                error = self._network_error(exc, call, crid, attempts)
+            else:
+                if response.ok:
+                    return _Done(response, attempts, crid)
+                if response.status_code == 401:
+                    self._on_unauthorized(response, call, crid, refreshed, token)
+                    refreshed = True
+                    continue
+                error = self._response_error(response, crid, attempts)
+            quiet = error.status in call.expected
+            self._log_failure(error, call.what, call.user_id, quiet=quiet)
+            if not isinstance(error, TransientGraphError) or attempts >= self._max_attempts:
+                raise error
+            self._backoff_wait(attempts, error.retry_after)
+
+    def _send(self, call: _Call, token: str, crid: str) -> requests.Response:
+        """One HTTP attempt, after the shared gate (and, for writes, limiter and pacer)."""
+        gate: AbstractContextManager[Any] = (
+            self._limiter.slot(call.writes) if call.writes else nullcontext()
+        )
+        with gate as ticket:
+            self._gate.wait()
+            with self._count_lock:
+                self._count += 1
+            response = self._session.request(
+                call.method,
+                call.url,
+                params=call.params,
+                data=call.data,
+                json=call.json_body,
+                headers=self._headers(call, token, crid),
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+            self._reached = True
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None and response.status_code >= 400:
+                self._gate.defer(retry_after)
+            if isinstance(ticket, Ticket):
+                _report(ticket, call, response)
+            return response
+
+    def _headers(self, call: _Call, token: str, crid: str) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {token}",
+            "User-Agent": self._user_agent,
+            "client-request-id": crid,
+            "return-client-request-id": "true",
+            **call.headers,
+        }
+
+    def _backoff_wait(self, attempts: int, retry_after: float | None) -> None:
+        """Wait before the next attempt: Graph's Retry-After (already on the shared gate),
+        else our own exponential backoff with jitter."""
+        if retry_after is None:
+            base, cap = self._backoff
+            time.sleep(backoff_delay(attempts, base=base, cap=cap))
+        self._gate.wait()
+
+    def _on_unauthorized(
+        self,
+        response: requests.Response,
+        call: _Call,
+        crid: str,
+        refreshed: bool,
+        token: str,
+    ) -> None:
+        envelope = parse_error_body(response.content, fallback="unauthorized")
+        self._log(logging.WARNING, call.what, call.user_id, 401, envelope.code, crid)
+        if refreshed:
+            raise AuthError(
+                f"auth '{self._tokens.mode}' failed: Microsoft Graph rejected a fresh token "
+                f"(HTTP 401 {envelope.code or ''}, client-request-id {crid}); check that the "
+                "identity is in this tenant and that graph_url matches its cloud"
+            )
+        self._tokens.refresh(token)
+
+    def _response_error(self, response: requests.Response, crid: str, attempts: int) -> GraphError:
+        envelope = parse_error_body(response.content, fallback=response.reason or "error")
+        return graph_error(
+            response.status_code,
+            envelope,
+            client_request_id=crid,
+            attempts=attempts,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            request_id=response.headers.get("request-id"),
+        )
+
+    def _network_error(
+        self, exc: requests.RequestException, call: _Call, crid: str, attempts: int
+    ) -> TransientGraphError:
+        reason = network_reason(exc)
+        if not self._reached and is_unreachable(exc):
+            raise GraphUnreachableError(
+                f"Graph unreachable at {self.graph_url} ({reason}); check graph_url/network",
+                client_request_id=crid,
+                attempts=attempts,
+            ) from exc
+        return TransientGraphError(
+            f"{call.what}: {reason}", client_request_id=crid, attempts=attempts
+        )
+
+    def _log_failure(
+        self, error: GraphError, what: str, user_id: str | None, *, quiet: bool = False
+    ) -> None:
+        # 429s are the normal price of a big run; the AIMD/pacer lines tell the story.
+        level = logging.INFO if error.status == 429 else logging.WARNING
+        level = logging.DEBUG if quiet else level
+        self._log(level, what, user_id, error.status, error.code, error.client_request_id, error)
+
+    @staticmethod
+    def _log(
+        level: int,
+        what: str,
+        user_id: str | None,
+        status: int | None,
+        code: str | None,
+        crid: str | None,
+        error: GraphError | None = None,
+    ) -> None:
+        log.log(
+            level,
+            "%s failed: HTTP %s %s (client-request-id %s)%s",
+            what,
+            status if status is not None else "-",
+            code or "",
+            crid,
+            f": {error.graph_message}" if error is not None else "",
+            extra={"client_request_id": crid, "http_status": status, "user_id": user_id},
+        )
+
+
+def _report(ticket: Ticket, call: _Call, response: requests.Response) -> None:
+    """Tell the limiter what a write request says about load; a $batch speaks through its
+    inner statuses (its own status is 200 whatever happened inside)."""
+    statuses = [response.status_code]
+    if call.batch and response.ok:
+        statuses = [int(r.get("status", 0)) for r in _batch_responses(response)]
+    ticket.accepted = sum(1 for s in statuses if 200 <= s < 300)
+    if 429 in statuses:
+        ticket.signal = Signal.THROTTLED
+    elif ticket.accepted:
+        ticket.signal = Signal.OK
+
+
+def _apply_delta_item(
+    item: Mapping[str, Any], upserted: dict[str, User], removed: dict[str, None]
+) -> None:
+    """Fold one delta entry in: the last word about an id wins, within and across pages."""
+    user_id = str(item["id"])
+    if "@removed" in item:
+        upserted.pop(user_id, None)
+        removed[user_id] = None
+    else:
+        removed.pop(user_id, None)
+        upserted.pop(user_id, None)  # re-insert so order follows the latest change
+        upserted[user_id] = User.from_graph(item)
+
+
+def _batch_entry(index: int, user_id: str, data: bytes, content_type: str) -> dict[str, Any]:
+    return {
+        "id": str(index),
+        "method": "PUT",
+        "url": f"/users/{quote(user_id, safe='@')}/photo/$value",
+        "headers": {"Content-Type": content_type},
+        "body": base64.b64encode(data).decode("ascii"),
+    }
+
+
+def _batch_responses(response: requests.Response) -> list[Mapping[str, Any]]:
+    payload = response.json()
+    inner = payload.get("responses") if isinstance(payload, dict) else None
+    return [r for r in inner or [] if isinstance(r, dict) and "id" in r]
+
+
+def _missing(user_id: str) -> GraphError:
+    return TransientGraphError(f"photo batch: no response for user {user_id}")
