@@ -15,7 +15,12 @@ from reconciler.graph._emulator_http import ApiError
 
 @dataclass
 class Faults:
-    """Mutable at runtime by tests; each field is read once per request, so no lock is needed."""
+    """Mutable at runtime by tests; each field is read once per request, so no lock is needed.
+
+    latency and the random faults act on top-level /v1.0 requests (a $batch is one request);
+    the write rate and the doomed-user sets act on every photo write, inner ones included.
+    Token requests see none of them.
+    """
 
     latency_s: float = 0.0
     write_rate_per_s: float | None = None

@@ -173,6 +173,7 @@ class UserRoutes:
         self._lists: TokenTable[ListCursor] = TokenTable(limit=64)
         self._delta_pages: TokenTable[DeltaCursor] = TokenTable(limit=64)
         self._delta_states: TokenTable[DeltaState] = TokenTable(limit=None)
+        self._gone_lock = threading.Lock()
 
     # -- /users ---------------------------------------------------------------------------
 
@@ -295,8 +296,7 @@ class UserRoutes:
     # -- /users/delta ---------------------------------------------------------------------
 
     def delta(self, req: EmuRequest) -> EmuResponse:
-        if self._faults.delta_gone_once:
-            self._faults.delta_gone_once = False
+        if self._take_gone_once():
             raise self._gone(req)
         skiptoken = req.option("$skiptoken")
         deltatoken = req.option("$deltatoken")
@@ -315,6 +315,14 @@ class UserRoutes:
         else:
             cursor = self._initial_round(req)
         return self._delta_page(req, cursor, None, 0)
+
+    def _take_gone_once(self) -> bool:
+        """Exactly one request sees the injected 410, however many arrive together."""
+        with self._gone_lock:
+            if not self._faults.delta_gone_once:
+                return False
+            self._faults.delta_gone_once = False
+            return True
 
     def expire_delta_tokens(self) -> None:
         """Age every delta token past the 7-day limit: the next use gets syncStateNotFound."""
