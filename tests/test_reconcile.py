@@ -360,3 +360,40 @@ def test_large_photo_is_resized_before_upload(settings: Settings, emulator: Grap
     photo = emulator.tenant.photo(jane)
     assert photo is not None
     assert Image.open(BytesIO(photo.data)).size == (648, 324)
+
+
+def test_crash_after_upload_before_success_is_recorded(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    """A real process, killed the instant Graph has stored the photo and before it answers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    jane = emulator.tenant.add_user("Jane Doe")
+    data = write_jpeg(settings.inbox_dir / "Jane Doe.jpg")
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "reconcile", *cli_args(settings)],
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    emulator.faults.after_photo_stored = lambda _user: os.kill(victim.pid, signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL
+    emulator.faults.after_photo_stored = None
+    assert emulator.tenant.photo_writes(jane) == 1
+    # The dead run recorded an intent but no success: the ledger claims nothing.
+    assert ledger_rows(settings, "SELECT status FROM uploads") == [("pending",)]
+    assert (settings.inbox_dir / "Jane Doe.jpg").exists()
+
+    summary, _ = app.reconcile(settings)
+
+    assert outcomes(summary) == {"Jane Doe.jpg": Outcome.UPLOADED}
+    photo = emulator.tenant.photo(jane)
+    assert photo is not None and photo.data == data
+    assert (settings.completed_dir / "Jane Doe.jpg").read_bytes() == data
+    assert sorted(ledger_rows(settings, "SELECT status FROM uploads")) == [
+        ("interrupted",),
+        ("succeeded",),
+    ]

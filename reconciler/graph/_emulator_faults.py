@@ -33,6 +33,9 @@ class Faults:
     token_lifetime_s: int = 3600
     delta_gone_once: bool = False
     seed: int | None = None
+    # Called with the user id after a photo is stored and before the response is sent: lets
+    # a test kill the client at the exact instant "uploaded, but not yet told so".
+    after_photo_stored: Callable[[str], None] | None = None
 
 
 def retry_after_value(seconds: float, fractional: bool) -> tuple[str, float]:

@@ -97,6 +97,8 @@ class PhotoRoutes:
                 _PROFILE_EXCEPTION.format("ProfileBadRequestException"), "ValidationWidthTooSmall"
             )
         self._tenant.store_photo(record.id, req.body, content_type, size, detected)
+        if self._faults.after_photo_stored is not None:
+            self._faults.after_photo_stored(record.id)
         return EmuResponse(200)
 
     def _delete(self, record: UserRecord) -> EmuResponse:

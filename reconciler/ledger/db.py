@@ -112,7 +112,7 @@ class Ledger:
         holder = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         path = sqlite_path(self.url)
         if path is not None:
@@ -129,7 +129,8 @@ class Ledger:
 
 
 def _describe_holder(info: dict[str, Any]) -> str:
-    return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {info.get('since', '?')}"
+    # Host last: PostgreSQL keeps only 63 characters of application_name.
+    return f"pid {info.get('pid', '?')} since {info.get('since', '?')} on {info.get('host', '?')}"
 
 
 @contextlib.contextmanager
@@ -159,20 +160,19 @@ def _pg_advisory_lock(engine: Engine, holder: dict[str, Any]) -> Iterator[None]:
         # application_name is how the other run learns who holds the lock.
         connection.execute(
             text("SELECT set_config('application_name', :name, false)"),
-            {"name": f"photosync {json.dumps(holder)}"[:63]},
+            {"name": _describe_holder(holder)[:63]},
         )
         got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
         if not got.scalar():
-            row = connection.execute(
+            holder_name = connection.execute(
                 text(
-                    "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l "
+                    "SELECT a.application_name FROM pg_locks l "
                     "JOIN pg_stat_activity a ON a.pid = l.pid "
-                    "WHERE l.locktype = 'advisory' AND l.granted LIMIT 1"
-                )
-            ).first()
-            raise RunLockedError(
-                f"{row[0]} (backend pid {row[2]}, from {row[1]})" if row else "unknown holder"
-            )
+                    "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = :low LIMIT 1"
+                ),
+                {"low": _PG_LOCK_KEY & 0xFFFF_FFFF},
+            ).scalar()
+            raise RunLockedError(holder_name or "a session whose name PostgreSQL did not report")
         try:
             yield
         finally:
