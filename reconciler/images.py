@@ -109,11 +109,18 @@ def prepare(
     max_dimension: int = 648,
     crop: Literal["square"] | None = None,
 ) -> PreparedImage:
-    """The JPEG to upload for `source`. Raises ImageError (and nothing else) if it is unusable."""
+    """The JPEG to upload for `source`. Raises ImageError (and nothing else) if it is unusable.
+
+    A max_bytes or max_dimension below 1 is the caller's mistake: ValueError.
+    """
+    if max_bytes < 1 or max_dimension < 1:
+        raise ValueError(
+            f"max_bytes and max_dimension must be positive: {max_bytes}, {max_dimension}"
+        )
     data = _read(source)
     try:
         with _pillow_warnings(), _open(data) as im:
-            photo = _inspect(im, data)
+            photo = _inspect(im)
             passthrough = _passthrough(photo, data, max_bytes, max_dimension, crop)
             if passthrough is not None:
                 return passthrough
@@ -192,7 +199,7 @@ def _open(data: bytes) -> Image.Image:
     try:
         im = Image.open(BytesIO(data), formats=("HEIF",) if heif else _FORMATS)
     except UnidentifiedImageError as exc:
-        raise ImageError(_unrecognised(data)) from exc
+        raise ImageError(_damaged(exc) if heif else _unrecognised(data)) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(_too_large(f"over {MAX_PIXELS // 1_000_000} megapixels")) from exc
     width, height = im.size
@@ -208,7 +215,12 @@ def _open(data: bytes) -> Image.Image:
     return im
 
 
-def _inspect(im: Image.Image, data: bytes) -> _Photo:
+def _inspect(im: Image.Image) -> _Photo:
+    if im.format != "JPEG":
+        # Only JPEG is ever decoded at reduced scale, so anything else can be decoded now.
+        # It must be: PNG reads EXIF after the pixels (eXIf may follow the image data), and a
+        # decode failure there must reject the file, not pass for unreadable metadata.
+        im.load()
     orientation, readable = _orientation(im)
     icc = im.info.get("icc_profile")
     return _Photo(
@@ -399,7 +411,7 @@ def _is_heif(data: bytes) -> bool:
 def _unrecognised(data: bytes) -> str:
     kind = _describe_content(data)
     if kind.endswith(" image"):
-        return f"a {kind}, which photosync cannot use; save it as JPEG or PNG"
+        return f"{kind}, which photosync cannot use; save it as JPEG or PNG"
     return f"not an image (the file's content is {kind}); save it as JPEG or PNG"
 
 
@@ -408,15 +420,15 @@ def _describe_content(data: bytes) -> str:
     known = {
         b"%PDF": "a PDF document",
         b"PK\x03\x04": "a ZIP archive or an Office document",
-        b"8BPS": "Photoshop (PSD) image",
-        b"\x00\x00\x01\x00": "Windows icon (ICO) image",
+        b"8BPS": "a Photoshop (PSD) image",
+        b"\x00\x00\x01\x00": "a Windows icon (ICO) image",
         b"Rar!": "a RAR archive",
     }
     for magic, kind in known.items():
         if head.startswith(magic):
             return kind
     if head[4:8] == b"ftyp" and b"avif" in head[8:64]:
-        return "AVIF image"
+        return "an AVIF image"
     if _looks_like_text(head):
         return "text"
     return "not in any image format photosync knows"

@@ -599,6 +599,27 @@ def test_corrupt_exif_does_not_reject_a_good_photo(tmp_path: Path) -> None:
     assert near(decoded(prepared).getpixel((20, 20)), RED)  # type: ignore[arg-type]
 
 
+def test_nonsense_options_are_the_callers_mistake(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.jpg", encode(marked((300, 200))))
+    with pytest.raises(ValueError, match="positive"):
+        prepare(path, max_dimension=0)
+
+
+def test_concurrent_calls_give_the_same_bytes(tmp_path: Path) -> None:
+    # The executor prepares photos on several threads at once.
+    from concurrent.futures import ThreadPoolExecutor
+
+    sources = [
+        write(tmp_path, f"{i}.png", encode(marked((700 + 10 * i, 500)), "PNG")) for i in range(4)
+    ]
+    p3, icc = p3_photo()
+    sources.append(write(tmp_path, "p3.jpg", encode(p3, quality=95, icc_profile=icc)))
+    sequential = [prepare(p).data for p in sources]
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(lambda p: prepare(p).data, sources * 3))
+    assert concurrent == sequential * 3
+
+
 # HEIC/HEIF.
 
 
@@ -647,6 +668,14 @@ def test_heic_with_pillow_heif(tmp_path: Path) -> None:
     assert near(out.getpixel((30, 30)), RED, 20)  # type: ignore[arg-type]
     assert near(out.getpixel((618, 30)), BLUE, 20)  # type: ignore[arg-type]
     assert_clean(prepared)
+
+
+def test_damaged_heic_with_pillow_heif(tmp_path: Path) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(marked((300, 200))).save(buf, quality=50)
+    path = write(tmp_path, "cut.heic", buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert "damaged or incomplete" in reason_for(path)
 
 
 # Nothing but ImageError, whatever the bytes.
