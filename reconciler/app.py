@@ -206,14 +206,28 @@ def reconcile(
             progress.stage("scan")
             observed, file_ids, view = _observe(settings, ledger)
             client: GraphClient | None = None
-            if full_refresh or new_or_changed(observed.files, view):
+
+            def refreshed_plan() -> Plan:
+                nonlocal client
                 progress.stage("users")
                 client = client_factory(settings)
                 clients.append(client)
                 refresh_users(client, ledger, full=full_refresh, progress=progress)
-            with ledger.session() as session:
-                index = UserIndex(repository.current_users(session), settings.match_on)
-            the_plan = plan(observed.files, observed.deferred, view, index, overrides)
+                return plan_from_ledger()
+
+            def plan_from_ledger() -> Plan:
+                with ledger.session() as session:
+                    index = UserIndex(repository.current_users(session), settings.match_on)
+                return plan(observed.files, observed.deferred, view, index, overrides)
+
+            if full_refresh or new_or_changed(observed.files, view):
+                the_plan = refreshed_plan()
+            else:
+                the_plan = plan_from_ledger()
+                # About to write to Graph anyway (a retry of an earlier failure): one delta
+                # request first, so a user deleted since is not written to again.
+                if the_plan.has_graph_work:
+                    the_plan = refreshed_plan()
             if dry_run:
                 for action in the_plan.actions:
                     summary.add(FileResult(action.file.name, action.outcome, action.reason))
