@@ -4,7 +4,7 @@ Generates photo-like 6000x4000 JPEGs (gradients under Gaussian noise, quality 90
 and GPS as a phone writes them), so the entropy decoding that dominates a real decode costs what
 it would on a real photo. They are cached in a temp folder between runs.
 
-Three ways through each file, in this process, median milliseconds per image:
+Three ways through each file, interleaved in this process, median milliseconds per image:
 - naive: Image.open().convert("RGB").resize((648, 432), LANCZOS), saved as JPEG;
 - floor: Image.open(); draft("RGB", (648, 432)); load() -- the cheapest decode there is;
 - prepare: the real pipeline.
@@ -91,14 +91,19 @@ def ours(path: Path) -> None:
     prepare(path)
 
 
-def median_ms(run: Callable[[Path], None], paths: list[Path]) -> float:
-    run(paths[0])  # warm the code paths and the page cache
-    times = []
-    for path in paths:
-        started = time.perf_counter()
-        run(path)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+def median_ms(runs: dict[str, Callable[[Path], None]], paths: list[Path]) -> dict[str, float]:
+    """Median time per image for each way, run image by image in rotating order, so that load
+    from other processes on a shared machine falls on all of them alike."""
+    names = list(runs)
+    for run in runs.values():
+        run(paths[0])  # warm the code paths and the page cache
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index, path in enumerate(paths):
+        for name in names[index % len(names) :] + names[: index % len(names)]:
+            started = time.perf_counter()
+            runs[name](path)
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) * 1000 for name, values in times.items()}
 
 
 def child_peak_rss_mb(paths: list[Path]) -> float:
@@ -144,9 +149,8 @@ def main() -> int:
         f"in {args.cache} (ready in {time.perf_counter() - started:.1f} s)"
     )
 
-    naive_ms = median_ms(naive, paths)
-    floor_ms = median_ms(floor, paths)
-    ours_ms = median_ms(ours, paths)
+    medians = median_ms({"naive": naive, "floor": floor, "prepare": ours}, paths)
+    naive_ms, floor_ms, ours_ms = medians["naive"], medians["floor"], medians["prepare"]
     speedup = naive_ms / ours_ms
     over_floor = ours_ms / floor_ms
     peak_mb = child_peak_rss_mb(paths)
