@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from reconciler import images
+from reconciler import images, logs
 from reconciler.config import Settings
 from reconciler.errors import ConfigError, DeltaResyncRequired
 from reconciler.executor import ApplyOptions, Executor
@@ -35,7 +35,7 @@ from reconciler.model import (
     User,
 )
 from reconciler.planner import LedgerView, new_or_changed, plan
-from reconciler.report import ReportRow
+from reconciler.report import REASONS, ReportRow
 from reconciler.scanner import ScanResult, scan
 
 log = logging.getLogger("reconciler")
@@ -158,6 +158,7 @@ def _run(
         # Under the run lock no other run is uploading, so any pending intent is a dead run's.
         interrupted = repository.close_interrupted_uploads(session)
         summary = RunSummary(repository.start_run(session, command, dry_run))
+    logs.RUN_ID.run_id = summary.run_id  # every log line of this run carries its id
     if interrupted:
         log.warning("%d upload(s) of an interrupted run will be redone", interrupted)
     clients: list[GraphClient] = []
@@ -174,6 +175,7 @@ def _run(
             client.close()
         with ledger.session() as session:
             repository.finish_run(session, summary, 3 if error else summary.exit_code, error)
+        logs.RUN_ID.run_id = None
 
 
 def _observe(settings: Settings, ledger: Ledger) -> tuple[ScanResult, dict[str, int], LedgerView]:
@@ -217,7 +219,9 @@ def reconcile(
 
             def plan_from_ledger() -> Plan:
                 with ledger.session() as session:
-                    index = UserIndex(repository.current_users(session), settings.match_on)
+                    # Loading 100,000 users costs seconds; skip it when no file needs a name.
+                    users = repository.current_users(session) if observed.files else []
+                index = UserIndex(users, settings.match_on)
                 return plan(observed.files, observed.deferred, view, index, overrides)
 
             if full_refresh or new_or_changed(observed.files, view):
@@ -324,6 +328,8 @@ def _open_existing(settings: Settings) -> Ledger:
 
 
 def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
+    """The ledger at a glance: last runs, files waiting, failures by reason, the delta
+    token's age, where the ledger is and its schema revision."""
     ledger = _open_existing(settings)
     try:
         with ledger.session() as session:
@@ -331,49 +337,55 @@ def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
             waiting = repository.waiting_counts(session)
             delta = repository.get_state(session, repository.DELTA_LINK)
             users = repository.count_users(session)
+            run_views = [_run_view(run) for run in recent]
+        rows = _not_landed_rows(ledger)
         failures: dict[str, int] = {}
-        with ledger.session() as session:
-            for row in repository.not_landed(session):
-                if row.last_outcome in ("failed", "invalid"):
-                    failures[row.last_outcome] = failures.get(row.last_outcome, 0) + 1
-        now = utcnow()
+        by_reason: dict[tuple[str, str], int] = {}
+        for row in rows:
+            if row.reason in ("failed", "invalid"):
+                failures[row.reason] = failures.get(row.reason, 0) + 1
+                key = (row.reason, _failure_key(row))
+                by_reason[key] = by_reason.get(key, 0) + 1
         return {
             "ledger": ledger.describe(),
             "schema_revision": ledger.revision(),
             "users": users,
-            "delta_token_age_s": _age_seconds(delta.updated_at, now) if delta else None,
+            "delta_token_age_s": _seconds_between(delta.updated_at, utcnow()) if delta else None,
             "waiting": waiting,
             "failures": failures,
-            "runs": [_run_view(run) for run in recent],
+            "failure_reasons": [
+                {"outcome": outcome, "reason": reason, "files": count}
+                for (outcome, reason), count in sorted(by_reason.items(), key=lambda i: -i[1])
+            ],
+            "runs": run_views,
         }
     finally:
         ledger.dispose()
 
 
-def _age_seconds(then: datetime, now: datetime) -> float:
-    if then.tzinfo is None:  # SQLite returns naive datetimes; we only ever store UTC
-        then = then.replace(tzinfo=UTC)
-    return round((now - then).total_seconds(), 1)
+def _failure_key(row: ReportRow) -> str:
+    """What failures have in common, so that status can count them together."""
+    if row.reason == "invalid":
+        return row.image_error or row.detail
+    if row.graph_error_code:
+        return row.graph_error_code + (f" (HTTP {row.http_status})" if row.http_status else "")
+    if row.http_status:
+        return f"HTTP {row.http_status}"
+    return row.graph_error_message or row.detail
+
+
+def _seconds_between(then: datetime, now: datetime) -> float:
+    return round((_utc(now) - _utc(then)).total_seconds(), 1)
 
 
 def _run_view(run: models.Run) -> dict[str, Any]:
-    started = (
-        run.started_at.replace(tzinfo=UTC) if run.started_at.tzinfo is None else run.started_at
-    )
-    duration = None
-    if run.finished_at is not None:
-        duration = _age_seconds(
-            started,
-            run.finished_at.replace(tzinfo=UTC)
-            if run.finished_at.tzinfo is None
-            else run.finished_at,
-        )
+    finished = run.finished_at
     return {
         "run_id": run.id,
         "command": run.command,
         "dry_run": run.dry_run,
-        "started_at": started.isoformat(timespec="seconds"),
-        "duration_s": duration,
+        "started_at": _utc(run.started_at).isoformat(timespec="seconds"),
+        "duration_s": _seconds_between(run.started_at, finished) if finished else None,
         "counts": run.counts,
         "graph_requests": run.graph_requests,
         "exit_code": run.exit_code,
@@ -382,41 +394,102 @@ def _run_view(run: models.Run) -> dict[str, Any]:
 
 
 def report_unmatched(settings: Settings) -> list[ReportRow]:
+    """Every file that has not landed, with its reason's detail; the ledger alone."""
     ledger = _open_existing(settings)
     try:
-        with ledger.session() as session:
-            files = repository.not_landed(session)
-            uploads = repository.last_uploads_of(session, [f.id for f in files])
-            users = repository.users_by_id(session, {f.user_id for f in files if f.user_id})
-            return [_report_row(f, uploads.get(f.id), users) for f in files]
+        return _not_landed_rows(ledger)
     finally:
         ledger.dispose()
 
 
+def _not_landed_rows(ledger: Ledger) -> list[ReportRow]:
+    with ledger.session() as session:
+        files = repository.not_landed(session)
+        ids = [f.id for f in files]
+        uploads = repository.last_uploads_of(session, ids)
+        considered = repository.last_considered(session, ids)
+        users = repository.users_by_id(session, {f.user_id for f in files if f.user_id})
+        rows = [_report_row(f, uploads.get(f.id), considered.get(f.id), users) for f in files]
+    return sorted(rows, key=lambda r: (REASONS.index(r.reason), r.file))
+
+
 def _report_row(
-    file: models.InboxFile, upload: models.Upload | None, users: dict[str, User]
+    file: models.InboxFile,
+    upload: models.Upload | None,
+    considered: datetime | None,
+    users: dict[str, User],
 ) -> ReportRow:
-    reason = file.last_outcome or "deferred"
-    if file.location == "failed":
-        reason = "invalid"
-    detail = file.last_reason or ""
-    attempts = None
-    last_attempt = file.last_attempt_at
-    if reason == "failed" and upload is not None:
-        attempts = upload.attempts
-        last_attempt = upload.finished_at or upload.started_at
-        code = upload.graph_error_code or f"HTTP {upload.http_status}"
-        detail = f"{code}: {upload.graph_error_message} ({upload.attempts} attempts)"
+    reason = "invalid" if file.location == "failed" else file.last_outcome or "deferred"
     user = users.get(file.user_id) if file.user_id else None
+    # Only a failed upload explains a "failed" file; a failed move after a good upload doesn't.
+    graph_failure = (
+        upload if reason == "failed" and upload and upload.status.startswith("failed") else None
+    )
+    last_attempt = considered or file.last_attempt_at
+    if graph_failure is not None:
+        last_attempt = graph_failure.finished_at or graph_failure.started_at
+    listed = list(file.last_candidates or [])
     return ReportRow(
         file=file.name,
         reason=reason,
-        detail=detail,
+        detail=file.last_reason or "",
+        suggestions=listed if reason == "unmatched" else [],
+        candidates=listed if reason == "ambiguous" else [],
+        ineligible_because=user.ineligibility if user and reason == "ineligible" else None,
+        image_error=file.last_reason if reason == "invalid" else None,
+        graph_error_code=graph_failure.graph_error_code if graph_failure else None,
+        graph_error_message=graph_failure.graph_error_message if graph_failure else None,
+        http_status=graph_failure.http_status if graph_failure else None,
+        attempts=graph_failure.attempts if graph_failure else None,
         user=user.label if user else None,
-        candidates=list(file.last_candidates or []),
-        attempts=attempts,
-        first_seen=file.first_seen_at,
-        last_attempt=last_attempt,
+        first_seen=_utc(file.first_seen_at),
+        last_attempt=_utc(last_attempt) if last_attempt else None,
         location=file.location,
         path=file.destination or file.path,
     )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def run_details(settings: Settings, run_id: int) -> dict[str, Any] | None:
+    """What one run did, file by file (table run_files), with each upload's HTTP status and
+    client-request-id for a support ticket; None when the ledger has no such run."""
+    ledger = _open_existing(settings)
+    try:
+        with ledger.session() as session:
+            run = repository.get_run(session, run_id)
+            if run is None:
+                return None
+            pairs = repository.run_files_of(session, run_id)
+            uploads = repository.uploads_of_run(session, run_id)
+            users = repository.users_by_id(session, {rf.user_id for rf, _ in pairs if rf.user_id})
+            details = _run_view(run) | {"host": run.host, "pid": run.pid}
+            details["files"] = [
+                _run_file_view(run_file, inbox_file, uploads.get(inbox_file.id), users)
+                for run_file, inbox_file in pairs
+            ]
+            return details
+    finally:
+        ledger.dispose()
+
+
+def _run_file_view(
+    run_file: models.RunFile,
+    inbox_file: models.InboxFile,
+    upload: models.Upload | None,
+    users: dict[str, User],
+) -> dict[str, Any]:
+    user = users.get(run_file.user_id) if run_file.user_id else None
+    return {
+        "file": inbox_file.name,
+        "outcome": run_file.outcome,
+        "reason": run_file.reason,
+        "user_id": run_file.user_id,
+        "user": user.label if user else None,
+        "destination": run_file.destination,
+        "http_status": upload.http_status if upload else None,
+        "attempts": upload.attempts if upload else None,
+        "client_request_id": upload.client_request_id if upload else None,
+    }
