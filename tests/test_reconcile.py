@@ -397,3 +397,59 @@ def test_crash_after_upload_before_success_is_recorded(
         ("interrupted",),
         ("succeeded",),
     ]
+
+
+def test_ledger_records_how_each_upload_was_prepared(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    import hashlib
+
+    big = emulator.tenant.add_user("Big Photo")
+    small = emulator.tenant.add_user("Small Photo")
+    big_source = jpeg_bytes((1600, 1200), (20, 120, 40))
+    (settings.inbox_dir / "Big Photo.jpg").write_bytes(big_source)
+    small_source = write_jpeg(settings.inbox_dir / "Small Photo.jpg", size=(300, 300))
+
+    app.reconcile(settings)
+
+    rows = {
+        row[0]: row[1:]
+        for row in ledger_rows(
+            settings,
+            "SELECT user_id, prepare_path, source_sha256, uploaded_sha256, source_width,"
+            " source_height, uploaded_width, uploaded_height, source_bytes, uploaded_bytes"
+            " FROM uploads WHERE status = 'succeeded'",
+        )
+    }
+    big_photo, small_photo = emulator.tenant.photo(big), emulator.tenant.photo(small)
+    assert big_photo is not None and small_photo is not None
+    assert rows[big] == (
+        "reencoded",
+        hashlib.sha256(big_source).hexdigest(),
+        hashlib.sha256(big_photo.data).hexdigest(),
+        1600,
+        1200,
+        648,
+        486,
+        len(big_source),
+        len(big_photo.data),
+    )
+    assert rows[small][0] == "original"
+    assert rows[small][1] == rows[small][2] == hashlib.sha256(small_source).hexdigest()
+
+
+def test_retry_failed_leaves_permanent_failures_unless_asked(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    doomed = emulator.tenant.add_user("Doomed User")
+    emulator.faults.delete_user_on_photo_write.add(doomed)
+    write_jpeg(settings.inbox_dir / "Doomed User.jpg")
+    app.reconcile(settings)
+    emulator.reset_log()
+
+    untouched, _ = app.retry_failed(settings)
+    assert untouched.results == [] and emulator.graph_request_count == 0
+
+    retried, _ = app.retry_failed(settings, include_permanent=True)
+    assert outcomes(retried) == {"Doomed User.jpg": Outcome.FAILED}
+    assert emulator.graph_request_count == 1
