@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from reconciler import __version__, app, logs
+from reconciler import report as report_module
 from reconciler.config import SETTINGS, Settings, load_settings
 from reconciler.errors import (
     AuthError,
@@ -25,14 +29,17 @@ from reconciler.errors import (
     LedgerError,
     PhotosyncError,
 )
-from reconciler.model import FileResult, Outcome, Plan, RunSummary
+from reconciler.model import FAILS_RUN, FileResult, Outcome, Plan, RunSummary
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     click.echo(f"photosync: error: {message}", err=True)
     sys.exit(code)
 
@@ -133,8 +140,12 @@ def render_plan(plan: Plan) -> None:
         )
 
 
-def render_results(results: list[FileResult]) -> None:
+def render_results(results: list[FileResult], *, everything: bool) -> None:
+    """Every file for a person at a terminal; off a terminal (a scheduled run) only the files
+    that make the run exit 1, so the mail or journal entry says why and stays short."""
     for result in sorted(results, key=lambda r: r.file):
+        if not everything and result.outcome not in FAILS_RUN:
+            continue
         where = f"  => {result.destination}" if result.destination else ""
         click.echo(f"{result.outcome.value:<10}  {result.file}  ({result.reason}){where}")
 
@@ -156,6 +167,74 @@ def finish(summary: RunSummary, as_json: bool, lines: Callable[[], None]) -> Non
     sys.exit(summary.exit_code)
 
 
+def on_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+_STAGES = {
+    "scan": "Scanning the inbox",
+    "users": "Refreshing users from Graph",
+    "upload": "Handling files",
+}
+
+
+class TerminalProgress:
+    """Progress on stderr for a person watching: a line per stage, a running count of users
+    refreshed, a bar over the files. file_done arrives from the upload threads, hence the
+    lock."""
+
+    def __init__(self) -> None:
+        self.bars = ExitStack()  # the open progress bars, closed when the run ends
+        self._bar: ProgressBar[int] | None = None
+        self._users = 0
+        self._lock = threading.Lock()
+
+    def hooks(self) -> app.Progress:
+        return app.Progress(
+            stage=self.stage,
+            users=self.users,
+            uploads_total=self.uploads_total,
+            file_done=self.file_done,
+        )
+
+    def stage(self, name: str) -> None:
+        self.end_users_line()
+        click.echo(f"{_STAGES.get(name, name)}...", err=True)
+
+    def users(self, count: int) -> None:
+        self._users += count
+        click.echo(f"\r  users refreshed: {self._users}", err=True, nl=False)
+
+    def uploads_total(self, total: int) -> None:
+        self._bar = self.bars.enter_context(
+            click.progressbar(length=total, label="  files", show_pos=True, file=sys.stderr)
+        )
+
+    def file_done(self, _result: FileResult) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.update(1)
+
+    def end_users_line(self) -> None:
+        if self._users:
+            click.echo(err=True)
+            self._users = 0
+
+
+@contextmanager
+def progress_hooks() -> Iterator[app.Progress]:
+    """Bars only for a person at a terminal; a scheduled run's stderr stays empty."""
+    if not sys.stderr.isatty():
+        yield app.Progress()
+        return
+    terminal = TerminalProgress()
+    try:
+        with terminal.bars:
+            yield terminal.hooks()
+    finally:
+        terminal.end_users_line()
+
+
 # --- commands
 
 
@@ -172,9 +251,17 @@ def reconcile(settings: Settings, dry_run: bool, full_refresh: bool, as_json: bo
     Example:
       photosync reconcile --inbox-dir /Photos/InProgress --dry-run
     """
-    summary, plan = app.reconcile(settings, dry_run=dry_run, full_refresh=full_refresh)
+    with progress_hooks() as progress:
+        summary, plan = app.reconcile(
+            settings, dry_run=dry_run, full_refresh=full_refresh, progress=progress
+        )
+    everything = on_terminal()
     finish(
-        summary, as_json, lambda: render_plan(plan) if dry_run else render_results(summary.results)
+        summary,
+        as_json,
+        lambda: (
+            render_plan(plan) if dry_run else render_results(summary.results, everything=everything)
+        ),
     )
 
 
@@ -194,8 +281,12 @@ def retry_failed(settings: Settings, include_permanent: bool, as_json: bool) -> 
     Example:
       photosync retry-failed --json
     """
-    summary, _plan = app.retry_failed(settings, include_permanent=include_permanent)
-    finish(summary, as_json, lambda: render_results(summary.results))
+    with progress_hooks() as progress:
+        summary, _plan = app.retry_failed(
+            settings, include_permanent=include_permanent, progress=progress
+        )
+    everything = on_terminal()
+    finish(summary, as_json, lambda: render_results(summary.results, everything=everything))
 
 
 @main.group()
@@ -248,11 +339,11 @@ def demo(keep: Path | None) -> None:
 @settings_options
 @guarded
 def status(settings: Settings, runs: int, as_json: bool) -> None:
-    """Show the last runs, the files waiting, failures and the ledger's state.
+    """Show the last runs, the files waiting, failures by reason and the ledger's state.
 
     \b
     Example:
-      photosync status --json
+      photosync status --config /etc/photosync.toml --runs 5
     """
     info = app.status(settings, runs=runs)
     if as_json:
@@ -268,15 +359,63 @@ def status(settings: Settings, runs: int, as_json: bool) -> None:
     click.echo(f"files in the inbox: {waiting}")
     failures = ", ".join(f"{k} {v}" for k, v in sorted(info["failures"].items())) or "none"
     click.echo(f"failures: {failures}")
-    click.echo("last runs:")
+    for failure in info["failure_reasons"]:
+        click.echo(f"  {failure['outcome']:<8} {failure['files']:>4}  {failure['reason']}")
+    click.echo("last runs:" if info["runs"] else "last runs: none yet")
     for run in info["runs"]:
-        counts = ", ".join(f"{k} {v}" for k, v in run["counts"].items() if v) or "-"
-        duration = "running" if run["duration_s"] is None else f"{run['duration_s']}s"
-        dry = " (dry run)" if run["dry_run"] else ""
-        click.echo(
-            f"  #{run['run_id']} {run['command']}{dry} {run['started_at']} {duration} "
-            f"exit {run['exit_code']} graph {run['graph_requests']}: {counts}"
-        )
+        click.echo("  " + run_line(run))
+
+
+def run_line(run: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in run["counts"].items() if v) or "-"
+    duration = "running" if run["duration_s"] is None else f"{run['duration_s']}s"
+    dry = " (dry run)" if run["dry_run"] else ""
+    error = f" error: {run['error']}" if run["error"] else ""
+    return (
+        f"#{run['run_id']} {run['command']}{dry} {run['started_at']} {duration} "
+        f"exit {run['exit_code']} graph {run['graph_requests']}: {counts}{error}"
+    )
+
+
+@main.group()
+def runs() -> None:
+    """Look into past runs recorded in the ledger.
+
+    \b
+    Example:
+      photosync runs show 42
+    """
+
+
+@runs.command()
+@click.argument("run_id", type=int)
+@json_option
+@settings_options
+@guarded
+def show(settings: Settings, run_id: int, as_json: bool) -> None:
+    """Show what run RUN_ID did, file by file (`photosync status` lists the run ids).
+
+    \b
+    Example:
+      photosync runs show 42 --json
+    """
+    details = app.run_details(settings, run_id)
+    if details is None:
+        fail(f"no run {run_id} in the ledger; `photosync status` lists the last runs", EXIT_USAGE)
+    if as_json:
+        click.echo(json.dumps(details, default=str))
+        return
+    click.echo(f"{run_line(details)} (host {details['host']}, pid {details['pid']})")
+    for file in details["files"]:
+        user = f"  ->  {file['user']}" if file["user"] else ""
+        where = f"  => {file['destination']}" if file["destination"] else ""
+        http = ""
+        if file["http_status"] is not None:
+            http = (
+                f"  [HTTP {file['http_status']}, {file['attempts']} attempt(s), "
+                f"client-request-id {file['client_request_id']}]"
+            )
+        click.echo(f"{file['outcome']:<10}  {file['file']}{user}  ({file['reason']}){where}{http}")
 
 
 @main.group()
@@ -285,18 +424,27 @@ def report() -> None:
 
     \b
     Example:
-      photosync report unmatched --format csv --output unmatched.csv
+      photosync report unmatched --format html --output unmatched.html
     """
+
+
+_RENDERERS: dict[str, Callable[[list[report_module.ReportRow]], str]] = {
+    "table": report_module.to_table,
+    "csv": report_module.to_csv,
+    "json": report_module.to_json,
+    "html": lambda rows: report_module.to_html(rows, datetime.now(UTC)),
+}
 
 
 @report.command()
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "csv", "json"]),
+    type=click.Choice(list(_RENDERERS)),
     default="table",
     show_default=True,
-    help="Output format.",
+    help="table for a terminal; csv and json are stable (README, Report formats); "
+    "html is one self-contained page with the photos, for HR.",
 )
 @click.option(
     "--output",
@@ -307,20 +455,13 @@ def report() -> None:
 @settings_options
 @guarded
 def unmatched(settings: Settings, fmt: str, output: Path | None) -> None:
-    """List every file that has not landed, with the reason and what to do.
+    """List every file that has not landed, with the reason and its detail.
 
     \b
     Example:
-      photosync report unmatched --format json
+      photosync report unmatched --format csv --output unmatched.csv
     """
-    from reconciler import report as report_module
-
-    rows = app.report_unmatched(settings)
-    text = {
-        "table": report_module.to_table,
-        "csv": report_module.to_csv,
-        "json": report_module.to_json,
-    }[fmt](rows)
+    text = _RENDERERS[fmt](app.report_unmatched(settings))
     if output is None:
         click.echo(text)
     else:

@@ -60,6 +60,7 @@ def configure(level: str, fmt: str, file: Path | None) -> None:
     root = logging.getLogger("reconciler")
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()  # a log file left open would leak one descriptor per configure()
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False

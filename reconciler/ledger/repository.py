@@ -515,7 +515,7 @@ def run_files_of(session: Session, run_id: int) -> list[tuple[RunFile, InboxFile
         .where(RunFile.run_id == run_id)
         .order_by(InboxFile.name, RunFile.id)
     )
-    return [(run_file, inbox_file) for run_file, inbox_file in rows.tuples()]
+    return [(run_file, inbox_file) for run_file, inbox_file in rows]
 
 
 def last_considered(session: Session, file_ids: Sequence[int]) -> dict[int, datetime]:
