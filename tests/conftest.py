@@ -16,8 +16,14 @@ from reconciler.graph.emulator import GraphEmulator
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphEmulator]:
     """A running emulator, with the environment pointing ManagedIdentityCredential at it."""
     with GraphEmulator() as emu:
-        for name in ("IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT",
-                     "AZURE_POD_IDENTITY_AUTHORITY_HOST", "AZURE_CLIENT_ID"):
+        for name in (
+            "IMDS_ENDPOINT",
+            "MSI_ENDPOINT",
+            "MSI_SECRET",
+            "IDENTITY_SERVER_THUMBPRINT",
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            "AZURE_CLIENT_ID",
+        ):
             monkeypatch.delenv(name, raising=False)
         for name, value in emu.managed_identity_env().items():
             monkeypatch.setenv(name, value)
@@ -25,16 +31,20 @@ def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphEmulator]:
         yield emu
 
 
-def jpeg_bytes(size: tuple[int, int] = (200, 200), color: tuple[int, int, int] = (200, 30, 30),
-               quality: int = 90) -> bytes:
+def jpeg_bytes(
+    size: tuple[int, int] = (200, 200),
+    color: tuple[int, int, int] = (200, 30, 30),
+    quality: int = 90,
+) -> bytes:
     """A real JPEG of one colour; distinct colours give distinct bytes."""
     buf = io.BytesIO()
     Image.new("RGB", size, color).save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
-def write_jpeg(path: Path, size: tuple[int, int] = (200, 200),
-               color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+def write_jpeg(
+    path: Path, size: tuple[int, int] = (200, 200), color: tuple[int, int, int] = (200, 30, 30)
+) -> bytes:
     data = jpeg_bytes(size, color)
     path.write_bytes(data)
     return data
