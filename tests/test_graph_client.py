@@ -320,7 +320,7 @@ def test_faults_storm_every_photo_lands_and_retry_after_is_honoured(
         emulator.faults,
         random_429_rate=0.3,
         random_503_rate=0.1,
-        drop_connection_rate=0.05,
+        drop_connection_rate=0.1,
         fractional_retry_after=True,
         seed=1234,
     )
@@ -493,3 +493,21 @@ def test_requests_wait_for_the_shared_retry_after(emulator: GraphEmulator) -> No
     assert last.retry_after is not None
     after = [r for r in log if r.arrived_at > last.arrived_at]
     assert after and all(r.arrived_at >= last.arrived_at + last.retry_after for r in after)
+
+
+def test_a_delta_link_for_another_host_means_resync(client: GraphClient) -> None:
+    with pytest.raises(DeltaResyncRequired, match=r"not for http://127\.0\.0\.1"):
+        client.delta("https://graph.microsoft.com/v1.0/users/delta?$deltatoken=abc")
+    assert client.request_count == 0
+
+
+def test_a_next_link_to_another_host_is_not_followed(emulator: GraphEmulator) -> None:
+    emulator.tenant.add_users(3)
+    # Same server, other name: the emulator's nextLinks say 127.0.0.1, we asked localhost.
+    other_name = emulator.url.replace("127.0.0.1", "localhost")
+    with GraphClient(other_name, mi_tokens(emulator)) as graph:
+        pages = graph.list_users(page_size=2)
+        assert len(next(pages)) == 2
+        with pytest.raises(PermanentGraphError, match="link to another host"):
+            next(pages)
+        assert graph.request_count == 1

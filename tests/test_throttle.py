@@ -188,50 +188,78 @@ def test_limiter_throttle_halves_and_stale_throttle_is_ignored() -> None:
 # -- pacing -------------------------------------------------------------------------------
 
 
-def test_pacer_does_not_pace_until_it_has_measured() -> None:
+def learned(clock: FakeClock, pacer: Pacer, sends: int, over: float) -> None:
+    """Drive a pacer through a first congestion event, `sends` writes over `over` seconds,
+    and a second event: the second one teaches it a rate."""
+    pacer.on_congestion()
+    for _ in range(sends):
+        clock.now += over / sends
+        pacer.delay()
+    pacer.on_congestion()
+
+
+def test_pacer_does_not_pace_until_it_has_learned() -> None:
     clock = FakeClock()
     pacer = Pacer(clock=clock, sleep=clock.sleep)
     assert pacer.delay() == 0.0 and pacer.rate is None
     pacer.on_congestion()  # first event: start measuring, no rate yet
-    assert pacer.rate is None
+    assert pacer.rate is None and pacer.delay() == 0.0
 
 
-def test_pacer_learns_the_accepted_rate_and_spaces_writes() -> None:
+def test_pacer_learns_the_send_rate_and_spaces_writes() -> None:
     clock = FakeClock()
     pacer = Pacer(headroom=0.9, increase_per_s=0.0, clock=clock, sleep=clock.sleep)
-    pacer.on_congestion()
-    for _ in range(40):  # Graph accepts 20 writes a second for two seconds
-        clock.now += 0.05
-        pacer.on_accepted()
-    pacer.on_congestion()
+    learned(clock, pacer, sends=40, over=2.0)  # 20 writes a second
     assert pacer.rate == pytest.approx(18.0)
     delays = [pacer.delay() for _ in range(3)]
     assert delays == pytest.approx([1 / 18, 2 / 18, 3 / 18])
+    pacer.wait()
+    assert clock.slept == pytest.approx([4 / 18])
 
 
 def test_pacer_probes_upward_between_congestion_events() -> None:
     clock = FakeClock()
     pacer = Pacer(headroom=1.0, increase_per_s=0.5, clock=clock, sleep=clock.sleep)
-    pacer.on_congestion()
-    for _ in range(10):
-        clock.now += 0.1
-        pacer.on_accepted()
-    pacer.on_congestion()
+    learned(clock, pacer, sends=10, over=1.0)
     assert pacer.rate == pytest.approx(10.0)
     clock.now += 4
     assert pacer.rate == pytest.approx(12.0)
 
 
-def test_pacer_needs_a_minimum_span_and_has_a_floor() -> None:
+def test_pacer_learns_at_most_once_per_min_span() -> None:
     clock = FakeClock()
-    pacer = Pacer(min_span_s=1.0, min_rate=0.5, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(min_span_s=1.0, headroom=1.0, increase_per_s=0.0, clock=clock)
     pacer.on_congestion()
     clock.now += 0.2
-    pacer.on_congestion()  # too soon to trust a measurement
+    pacer.on_congestion()  # too soon after measuring began to trust a rate
     assert pacer.rate is None
+    learned(clock, pacer, sends=10, over=1.0)
+    first = pacer.rate
+    for _ in range(5):  # a burst of 429s right after the lesson: ignored
+        clock.now += 0.1
+        pacer.on_congestion()
+    assert pacer.rate == first
+
+
+def test_pacer_has_a_floor() -> None:
+    clock = FakeClock()
+    pacer = Pacer(min_rate=0.5, clock=clock)
+    pacer.on_congestion()
     clock.now += 10
-    pacer.on_congestion()  # nothing accepted at all
+    pacer.on_congestion()  # nothing sent at all
     assert pacer.rate == 0.5
+
+
+def test_pacer_charges_a_batch_for_all_its_writes() -> None:
+    clock = FakeClock()
+    pacer = Pacer(headroom=1.0, increase_per_s=0.0, clock=clock)
+    pacer.on_congestion()
+    clock.now += 2
+    pacer.delay(writes=20)
+    pacer.on_congestion()
+    assert pacer.rate == pytest.approx(10.0)
+    assert pacer.delay(writes=20) == pytest.approx(0.1)  # goes at its first slot...
+    assert pacer.delay() == pytest.approx(0.1 + 2.0)  # ...and the next waits out all 20
 
 
 def test_limiter_feeds_the_pacer_once_per_event() -> None:
@@ -246,5 +274,6 @@ def test_limiter_feeds_the_pacer_once_per_event() -> None:
             ok.signal = Signal.OK
     with limiter.slot() as second, limiter.slot() as also_in_flight:
         second.signal = also_in_flight.signal = Signal.THROTTLED
-    assert pacer.rate == pytest.approx(0.95 * 30 / 3.0)
+    # 32 writes went out since the first event (30 + the two throttled), over 3 s
+    assert pacer.rate == pytest.approx(0.95 * 32 / 3.0)
     assert limiter.limit == 1  # 4, halved to 2, grown to 3 after 16 successes, halved to 1

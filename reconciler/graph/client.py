@@ -28,7 +28,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -277,7 +277,8 @@ class GraphClient:
             page = self._get_json(url, "list users", params)
             params = None  # nextLink carries the query; it is used verbatim
             yield [User.from_graph(item) for item in page.get("value", [])]
-            url = page.get("@odata.nextLink")
+            next_link = page.get("@odata.nextLink")
+            url = self._own_link(next_link, "list users") if next_link else None
 
     def delta_latest(self, select: Sequence[str] = USER_SELECT) -> str:
         """A delta link for 'from now on', without downloading any users."""
@@ -286,6 +287,10 @@ class GraphClient:
 
     def delta(self, delta_link: str) -> UserChanges:
         """The users changed and removed since `delta_link`, and the link to resume from."""
+        if not self._is_own(delta_link):
+            # Saved while graph_url pointed elsewhere (another cloud, an emulator): its state
+            # means nothing here, and following it would send our token to that host.
+            raise DeltaResyncRequired(f"the saved delta link is not for {self.graph_url}")
         upserted: dict[str, User] = {}
         removed: dict[str, None] = {}  # an ordered set
         url = delta_link
@@ -297,7 +302,9 @@ class GraphClient:
                 return UserChanges(
                     tuple(upserted.values()), tuple(removed), page["@odata.deltaLink"]
                 )
-            url = page["@odata.nextLink"]
+            if "@odata.nextLink" not in page:
+                raise TransientGraphError("user delta: a page with neither nextLink nor deltaLink")
+            url = self._own_link(page["@odata.nextLink"], "user delta")
 
     def _delta_page(self, url: str) -> dict[str, Any]:
         try:
@@ -399,7 +406,9 @@ class GraphClient:
             else:
                 results[i] = outcome
         if retry:
-            self._backoff_wait(max(attempts[i] for i in retry), None)
+            # An inner Retry-After is already on the shared gate; without one, back off.
+            told = 0.0 if self._gate.remaining() > 0 else None
+            self._backoff_wait(max(attempts[i] for i in retry), told)
         return sorted(retry)
 
     def _batch_outcome(
@@ -428,6 +437,19 @@ class GraphClient:
 
     # -- the request engine --------------------------------------------------------------
 
+    def _is_own(self, url: str) -> bool:
+        ours, theirs = urlsplit(self.graph_url.lower()), urlsplit(url.lower())
+        return (ours.scheme, ours.netloc) == (theirs.scheme, theirs.netloc)
+
+    def _own_link(self, url: str, what: str) -> str:
+        """A nextLink, used verbatim — but only on our Graph host: it gets our bearer token."""
+        if not self._is_own(url):
+            raise PermanentGraphError(
+                f"{what}: Graph sent a link to another host ({urlsplit(url).netloc}); "
+                "not following it"
+            )
+        return url
+
     def _photo_url(self, user_id: str) -> str:
         return f"{self._api}/users/{quote(user_id, safe='@')}/photo"
 
@@ -454,11 +476,10 @@ class GraphClient:
         refreshed = False
         while True:
             attempts += 1
-            token = self._tokens.token()
             crid = str(uuid.uuid4())
             error: GraphError
             try:
-                response = self._send(call, token, crid)
+                response, token = self._send(call, crid)
             except requests.RequestException as exc:
                 error = self._network_error(exc, call, crid, attempts)
             else:
@@ -475,13 +496,18 @@ class GraphClient:
                 raise error
             self._backoff_wait(attempts, error.retry_after)
 
-    def _send(self, call: _Call, token: str, crid: str) -> requests.Response:
-        """One HTTP attempt, after the shared gate (and, for writes, limiter and pacer)."""
+    def _send(self, call: _Call, crid: str) -> tuple[requests.Response, str]:
+        """One HTTP attempt, after the shared gate (and, for writes, limiter and pacer).
+
+        Returns the response and the token it carried. The token is taken after the waits,
+        so a long Retry-After cannot leave it stale.
+        """
         gate: AbstractContextManager[Any] = (
             self._limiter.slot(call.writes) if call.writes else nullcontext()
         )
         with gate as ticket:
             self._gate.wait()
+            token = self._tokens.token()
             with self._count_lock:
                 self._count += 1
             response = self._session.request(
@@ -500,7 +526,7 @@ class GraphClient:
                 self._gate.defer(retry_after)
             if isinstance(ticket, Ticket):
                 _report(ticket, call, response)
-            return response
+            return response, token
 
     def _headers(self, call: _Call, token: str, crid: str) -> dict[str, str]:
         return {
@@ -598,10 +624,9 @@ def _report(ticket: Ticket, call: _Call, response: requests.Response) -> None:
     statuses = [response.status_code]
     if call.batch and response.ok:
         statuses = [int(r.get("status", 0)) for r in _batch_responses(response)]
-    ticket.accepted = sum(1 for s in statuses if 200 <= s < 300)
     if 429 in statuses:
         ticket.signal = Signal.THROTTLED
-    elif ticket.accepted:
+    elif any(200 <= s < 300 for s in statuses):
         ticket.signal = Signal.OK
 
 

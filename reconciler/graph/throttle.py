@@ -150,7 +150,7 @@ class AdaptiveLimiter:
     """Gates concurrent uploads by the Aimd limit; threads beyond it wait on a condition.
 
     With a Pacer, each slot also waits for its paced send time, and the limiter tells the
-    pacer about accepted writes and about each congestion event (a decrease).
+    pacer about each congestion event (a decrease).
     """
 
     def __init__(self, ceiling: int, *, growth: float = 8.0, pacer: Pacer | None = None) -> None:
@@ -184,28 +184,26 @@ class AdaptiveLimiter:
                 self._cond.notify_all()
 
     def _apply(self, ticket: Ticket) -> None:
-        if ticket.accepted and self._pacer is not None:
-            self._pacer.on_accepted(ticket.accepted)
         if ticket.signal is Signal.OK:
             self._state.on_success()
         elif ticket.signal is Signal.THROTTLED:
+            before = self._state.limit
             if not self._state.on_throttle(ticket.epoch):
                 return
-            log.info("throttled: upload concurrency now %d", self._state.limit)
+            if self._state.limit != before:
+                log.info("throttled: upload concurrency %d -> %d", before, self._state.limit)
             if self._pacer is not None:
                 self._pacer.on_congestion()
 
 
 class Ticket:
-    """One request's pass through the limiter: its send epoch and, once known, its outcome
-    (the congestion signal, and how many writes Graph accepted)."""
+    """One request's pass through the limiter: its send epoch and, once known, its outcome."""
 
-    __slots__ = ("accepted", "epoch", "signal")
+    __slots__ = ("epoch", "signal")
 
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
         self.signal = Signal.NEUTRAL
-        self.accepted = 0
 
 
 class Pacer:
@@ -213,12 +211,16 @@ class Pacer:
 
     Why: under a token-bucket write quota, concurrency alone keeps bouncing off the limit —
     each AIMD probe drains the bucket, and every 429 then costs a whole Retry-After in which
-    nothing is sent. A 429 means the bucket is empty, so from the first congestion event on,
-    the writes Graph accepted per second of wall time (stalls included: the bucket refills
-    during them) converge on the quota. At each later congestion event the pacer spaces
-    writes at `headroom` times that measured rate, then creeps up by `increase_per_s` every
-    second, probing for a larger quota. Until it has `min_span_s` of measurement it does not
-    pace at all, so runs that are never throttled are never slowed.
+    nothing is sent; and once latency is short, even one request in flight can outrun the
+    quota. A 429 means the bucket is empty, so from the first congestion event on, the writes
+    sent per second of wall time (stalls included: the bucket refills during them) converge
+    on the quota. Sent, not accepted: Graph counts throttled requests against the quota too,
+    and pacing on successes alone would halve the rate whenever half the writes fail.
+
+    At later congestion events — at most one per `min_span_s`, so a burst of 429s is one
+    lesson, not many — the pacer spaces writes at `headroom` times the measured rate, then
+    creeps up by `increase_per_s` every second, probing for a larger quota. Until the first
+    lesson it does not pace at all: a run that is never throttled is never slowed.
     """
 
     def __init__(
@@ -240,8 +242,9 @@ class Pacer:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._accepted: deque[float] = deque()
+        self._sent: deque[float] = deque()  # send slots since measuring began
         self._since: float | None = None  # the first congestion event: measuring starts
+        self._last_lesson = -math.inf
         self._rate: float | None = None
         self._rate_set_at = 0.0
         self._next_slot = -math.inf
@@ -261,20 +264,16 @@ class Pacer:
         with self._lock:
             now = self._clock()
             rate = self._current_rate(now)
-            if rate is None:
-                return 0.0
-            slot = max(now, self._next_slot + 1.0 / rate)
-            self._next_slot = slot + (writes - 1) / rate
+            slot = now if rate is None else max(now, self._next_slot + 1.0 / rate)
+            if rate is not None:
+                self._next_slot = slot + (writes - 1) / rate
+            if self._since is not None:
+                self._sent.extend([slot] * writes)
             return slot - now
 
     def wait(self, writes: int = 1) -> None:
         if (seconds := self.delay(writes)) > 0:
             self._sleep(seconds)
-
-    def on_accepted(self, writes: int = 1) -> None:
-        with self._lock:
-            if self._since is not None:
-                self._accepted.extend([self._clock()] * writes)
 
     def on_congestion(self) -> None:
         """A new congestion event (one per AIMD decrease): (re)learn the rate."""
@@ -283,16 +282,15 @@ class Pacer:
             if self._since is None:
                 self._since = now  # the bucket is empty now: a clean start for measuring
                 return
-            while self._accepted and self._accepted[0] < now - self._window:
-                self._accepted.popleft()
             span = min(self._window, now - self._since)
-            if span < self._min_span:
+            if span < self._min_span or now - self._last_lesson < self._min_span:
                 return
-            measured = len(self._accepted) / span
+            while self._sent and self._sent[0] < now - self._window:
+                self._sent.popleft()
+            measured = len(self._sent) / span
             self._rate = max(self._min_rate, self._headroom * measured)
+            self._last_lesson = self._rate_set_at = self._next_slot = now
             log.info("throttled: pacing uploads at %.1f/s", self._rate)
-            self._rate_set_at = now
-            self._next_slot = now
 
     def _current_rate(self, now: float) -> float | None:
         if self._rate is None:
