@@ -86,14 +86,13 @@ def upsert_users(session: Session, users: Sequence[model.User], now: datetime) -
     if not users:
         return
     rows = [_user_row(u, now) for u in users]
-    table = User.__table__
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        lite = sqlite.insert(table)
+        lite = sqlite.insert(User)
         updates = {c: lite.excluded[c] for c in rows[0] if c != "id"}
         statement: Any = lite.on_conflict_do_update(index_elements=["id"], set_=updates)
     elif dialect == "postgresql":
-        pg = postgresql.insert(table)
+        pg = postgresql.insert(User)
         updates = {c: pg.excluded[c] for c in rows[0] if c != "id"}
         statement = pg.on_conflict_do_update(index_elements=["id"], set_=updates)
     else:
@@ -252,16 +251,12 @@ def record_scan(session: Session, scan: ScanResult) -> dict[str, int]:
         )
     if new_rows:
         # A Core executemany on the table: the ORM's bulk path still costs ~15 us a row.
-        session.connection().execute(insert(InboxFile.__table__), list(new_rows.values()))
+        session.connection().execute(insert(InboxFile), list(new_rows.values()))
         # Read the new ids back rather than rely on RETURNING, which not every backend
-        # supports for a many-row INSERT; (location, path) is indexed.
-        keys = list(new_rows)
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            rows = session.execute(
-                select(InboxFile.path, InboxFile.id).where(_IN_INBOX, InboxFile.path.in_(chunk))
-            )
-            ids.update({path: file_id for path, file_id in rows})
+        # supports for a many-row INSERT. One plain SELECT of the inbox is cheaper than
+        # binding every new path into IN lists.
+        rows = session.execute(select(InboxFile.path, InboxFile.id).where(_IN_INBOX))
+        ids.update({path: file_id for path, file_id in rows if path in new_rows})
     return ids
 
 
