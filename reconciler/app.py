@@ -239,21 +239,27 @@ def reconcile(
             if the_plan.has_graph_work and client is None:
                 client = client_factory(settings)
                 clients.append(client)
-            progress.stage("upload")
-            progress.uploads_total(len(the_plan.actions))
-            executor = Executor(
-                ledger,
-                summary.run_id,
-                file_ids,
-                prepare_options(settings),
-                client,
-                progress.file_done,
-            )
-            for result in executor.apply(the_plan):
-                summary.add(result)
+            _apply(the_plan, settings, ledger, summary, file_ids, client, progress)
             return summary, the_plan
     finally:
         ledger.dispose()
+
+
+def _apply(
+    the_plan: Plan,
+    settings: Settings,
+    ledger: Ledger,
+    summary: RunSummary,
+    file_ids: dict[str, int],
+    client: GraphClient | None,
+    progress: Progress,
+) -> None:
+    progress.stage("upload")
+    progress.uploads_total(len(the_plan.actions))
+    options = prepare_options(settings)
+    executor = Executor(ledger, summary.run_id, file_ids, options, client, progress.file_done)
+    for result in executor.apply(the_plan):
+        summary.add(result)
 
 
 def retry_failed(
@@ -279,17 +285,7 @@ def retry_failed(
                 return summary, the_plan
             client = client_factory(settings)
             clients.append(client)
-            progress.uploads_total(len(actions))
-            executor = Executor(
-                ledger,
-                summary.run_id,
-                file_ids,
-                prepare_options(settings),
-                client,
-                progress.file_done,
-            )
-            for result in executor.apply(the_plan):
-                summary.add(result)
+            _apply(the_plan, settings, ledger, summary, file_ids, client, progress)
             return summary, the_plan
     finally:
         ledger.dispose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,17 +115,7 @@ class Executor:
         ids = [self.file_ids[str(a.file.path)] for a in actions]
         with self._write_lock, self.ledger.session() as session:
             repository.preload_files(session, ids)
-            for file_id, action, result in zip(ids, actions, results, strict=True):
-                repository.record_outcome(
-                    session,
-                    file_id,
-                    self.run_id,
-                    result.outcome,
-                    result.reason,
-                    user_id=result.user_id,
-                    candidates=action.candidates,
-                )
-            repository.record_run_files(session, self.run_id, list(zip(ids, results, strict=True)))
+            self._record(session, actions, results)
         for result in results:
             self.on_file_done(result)
         return results
@@ -241,25 +231,29 @@ class Executor:
         self, action: Action, result: FileResult, location: str | None = None
     ) -> FileResult:
         with self._write_lock, self.ledger.session() as session:
-            self._record(session, action, result)
+            self._record(session, [action], [result])
             if location is not None and result.destination is not None:
                 file_id = self.file_ids[str(action.file.path)]
                 repository.record_move(session, file_id, location, str(result.destination))
         self.on_file_done(result)
         return result
 
-    def _record(self, session: Session, action: Action, result: FileResult) -> None:
-        file_id = self.file_ids[str(action.file.path)]
-        repository.record_outcome(
-            session,
-            file_id,
-            self.run_id,
-            result.outcome,
-            result.reason,
-            user_id=result.user_id,
-            candidates=action.candidates,
-        )
-        repository.record_run_files(session, self.run_id, [(file_id, result)])
+    def _record(
+        self, session: Session, actions: Sequence[Action], results: Sequence[FileResult]
+    ) -> None:
+        """Each file's latest verdict, and this run's line for it, in the caller's transaction."""
+        ids = [self.file_ids[str(a.file.path)] for a in actions]
+        for file_id, action, result in zip(ids, actions, results, strict=True):
+            repository.record_outcome(
+                session,
+                file_id,
+                self.run_id,
+                result.outcome,
+                result.reason,
+                user_id=result.user_id,
+                candidates=action.candidates,
+            )
+        repository.record_run_files(session, self.run_id, list(zip(ids, results, strict=True)))
 
     def _record_failure(self, upload_id: int, exc: GraphError) -> None:
         with self._write_lock, self.ledger.session() as session:

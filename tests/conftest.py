@@ -1,15 +1,21 @@
-"""Fixtures shared by every test: a live Graph emulator and real generated images."""
+"""Fixtures shared by every test: a live Graph emulator, a workspace with a real SQLite
+ledger, and real generated images."""
 
 from __future__ import annotations
 
 import io
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from reconciler.config import Settings
 from reconciler.graph.emulator import GraphEmulator
+from reconciler.model import Outcome, RunSummary
 
 
 @pytest.fixture
@@ -48,3 +54,66 @@ def write_jpeg(
     data = jpeg_bytes(size, color)
     path.write_bytes(data)
     return data
+
+
+@pytest.fixture
+def settings(tmp_path: Path, emulator: GraphEmulator) -> Settings:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    return Settings(
+        graph_url=emulator.url,
+        inbox_dir=inbox,
+        completed_dir=tmp_path / "completed",
+        failed_dir=tmp_path / "failed",
+        database_url=f"sqlite:///{tmp_path / 'ledger' / 'photosync.db'}",
+        settle_seconds=0,
+        concurrency=2,
+    )
+
+
+def ledger_rows(settings: Settings, query: str) -> list[tuple[object, ...]]:
+    path = settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        return connection.execute(query).fetchall()
+
+
+def outcomes(summary: RunSummary) -> dict[str, Outcome]:
+    return {r.file: r.outcome for r in summary.results}
+
+
+def cli_args(settings: Settings) -> list[str]:
+    return [
+        "--graph-url",
+        settings.graph_url,
+        "--inbox-dir",
+        str(settings.inbox_dir),
+        "--completed-dir",
+        str(settings.completed_dir),
+        "--failed-dir",
+        str(settings.failed_dir),
+        "--database-url",
+        settings.database_url,
+        "--settle-seconds",
+        "0",
+    ]
+
+
+def lock_holder(database_url: str) -> subprocess.Popen[str]:
+    """Another photosync process holding the run lock on `database_url`: returns once the
+    lock is taken; the caller kills it to simulate a run that died holding the lock."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from reconciler.ledger.db import Ledger\n"
+            f"ledger = Ledger({database_url!r})\n"
+            "with ledger.run_lock():\n"
+            "    print('locked', flush=True); sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    return holder

@@ -13,11 +13,7 @@ from click.testing import CliRunner
 from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.graph.emulator import GraphEmulator
-from tests import test_reconcile
-from tests.conftest import write_jpeg
-from tests.test_reconcile import cli_args
-
-settings = test_reconcile.settings
+from tests.conftest import cli_args, write_jpeg
 
 
 def test_off_a_terminal_a_run_prints_only_its_summary(

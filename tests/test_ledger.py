@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from sqlalchemy import inspect, text
 
 from reconciler.errors import RunLockedError
 from reconciler.ledger.db import Ledger, migrations_config
+from tests.conftest import lock_holder
 
 
 def test_upgrade_from_empty_creates_every_table(tmp_path: Path) -> None:
@@ -55,21 +54,7 @@ def test_run_lock_names_the_holder_and_is_released(tmp_path: Path) -> None:
 
 def test_lock_of_a_killed_run_does_not_block(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, os; from reconciler.ledger.db import Ledger\n"
-            f"l = Ledger({url!r})\n"
-            "with l.run_lock():\n"
-            "    print('locked', flush=True); sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "locked"
+    holder = lock_holder(url)
     with pytest.raises(RunLockedError, match=f"pid {holder.pid}"), Ledger(url).run_lock():
         pass
     holder.kill()

@@ -14,11 +14,7 @@ from click.testing import CliRunner
 from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.graph.emulator import GraphEmulator
-from tests import test_reconcile
-from tests.conftest import write_jpeg
-from tests.test_reconcile import cli_args, ledger_rows
-
-settings = test_reconcile.settings
+from tests.conftest import cli_args, ledger_rows, write_jpeg
 
 
 @pytest.fixture(autouse=True)

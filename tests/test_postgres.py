@@ -7,8 +7,6 @@ Runs when PHOTOSYNC_TEST_POSTGRES_URL names a database (CI starts one with
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from reconciler.errors import RunLockedError
 from reconciler.graph.emulator import GraphEmulator
 from reconciler.ledger.db import Ledger, migrations_config
 from reconciler.model import Outcome
-from tests.conftest import write_jpeg
+from tests.conftest import lock_holder, write_jpeg
 
 URL = os.environ.get("PHOTOSYNC_TEST_POSTGRES_URL")
 if URL is None:
@@ -54,21 +52,7 @@ def test_upgrade_and_models_agree_on_postgres(pg_url: str) -> None:
 
 
 def test_advisory_lock_names_the_holder_and_dies_with_it(pg_url: str) -> None:
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from reconciler.ledger.db import Ledger\n"
-            f"l = Ledger({pg_url!r})\n"
-            "with l.run_lock():\n"
-            "    print('locked', flush=True); sys.stdin.read()\n",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "locked"
+    holder = lock_holder(pg_url)
     ledger = Ledger(pg_url)
     with pytest.raises(RunLockedError, match=f"pid {holder.pid}"), ledger.run_lock():
         pass

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 import unicodedata
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from reconciler import app
@@ -17,32 +15,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.graph.emulator import GraphEmulator
 from reconciler.model import Outcome
-from tests.conftest import jpeg_bytes, write_jpeg
-
-
-@pytest.fixture
-def settings(tmp_path: Path, emulator: GraphEmulator) -> Settings:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    return Settings(
-        graph_url=emulator.url,
-        inbox_dir=inbox,
-        completed_dir=tmp_path / "completed",
-        failed_dir=tmp_path / "failed",
-        database_url=f"sqlite:///{tmp_path / 'ledger' / 'photosync.db'}",
-        settle_seconds=0,
-        concurrency=2,
-    )
-
-
-def ledger_rows(settings: Settings, query: str) -> list[tuple[object, ...]]:
-    path = settings.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as connection:
-        return connection.execute(query).fetchall()
-
-
-def outcomes(summary: app.RunSummary) -> dict[str, Outcome]:
-    return {r.file: r.outcome for r in summary.results}
+from tests.conftest import cli_args, jpeg_bytes, ledger_rows, outcomes, write_jpeg
 
 
 def test_every_outcome_lands_where_the_contract_says(
@@ -227,23 +200,6 @@ def test_dry_run_changes_nothing(settings: Settings, emulator: GraphEmulator) ->
     ) == [(0,)]
     writes = [r for r in emulator.requests() if r.method in ("PUT", "PATCH", "POST", "DELETE")]
     assert writes == []
-
-
-def cli_args(settings: Settings) -> list[str]:
-    return [
-        "--graph-url",
-        settings.graph_url,
-        "--inbox-dir",
-        str(settings.inbox_dir),
-        "--completed-dir",
-        str(settings.completed_dir),
-        "--failed-dir",
-        str(settings.failed_dir),
-        "--database-url",
-        settings.database_url,
-        "--settle-seconds",
-        "0",
-    ]
 
 
 def test_json_summary_has_the_contract_keys(settings: Settings, emulator: GraphEmulator) -> None:

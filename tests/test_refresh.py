@@ -4,7 +4,6 @@ every tenant change between runs picked up."""
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -14,22 +13,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.graph.emulator import GraphEmulator
 from reconciler.model import Outcome
-from tests.conftest import write_jpeg
-from tests.test_reconcile import cli_args, outcomes
-
-
-@pytest.fixture
-def settings(tmp_path: Path, emulator: GraphEmulator) -> Settings:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    return Settings(
-        graph_url=emulator.url,
-        inbox_dir=inbox,
-        completed_dir=tmp_path / "completed",
-        failed_dir=tmp_path / "failed",
-        database_url=f"sqlite:///{tmp_path / 'photosync.db'}",
-        settle_seconds=0,
-    )
+from tests.conftest import cli_args, outcomes, write_jpeg
 
 
 def graph_calls(emulator: GraphEmulator) -> list[str]:

@@ -24,12 +24,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.graph.emulator import GraphEmulator
 from reconciler.report import COLUMNS, HEADER_BAND, PLACEHOLDER
-from tests import test_reconcile
-from tests.conftest import write_jpeg
-from tests.test_reconcile import cli_args
-
-# test_reconcile's fixture: emulator-backed settings over a fresh inbox and ledger.
-settings = test_reconcile.settings
+from tests.conftest import cli_args, write_jpeg
 
 GREEN = (20, 200, 40)  # the unmatched photo's colour, looked for in the screenshot
 CHROMIUM = Path("/usr/bin/chromium")

@@ -11,11 +11,8 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.graph.emulator import GraphEmulator
 from reconciler.ledger.db import Ledger
-from tests import test_reconcile
-from tests.test_reconcile import cli_args
+from tests.conftest import cli_args
 from tests.test_report import every_reason
-
-settings = test_reconcile.settings
 
 
 def invoke(settings: Settings, *args: str) -> tuple[int, str]:
