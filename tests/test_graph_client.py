@@ -477,6 +477,15 @@ def test_nothing_listening_is_graph_unreachable(emulator: GraphEmulator) -> None
             assert graph.request_count == 1
 
 
+def test_unknown_host_is_graph_unreachable(emulator: GraphEmulator) -> None:
+    # .invalid never resolves (RFC 2606), so this fails in DNS without leaving the machine.
+    with (
+        GraphClient("http://photosync-nowhere.invalid", mi_tokens(emulator)) as graph,
+        pytest.raises(GraphUnreachableError, match=r"NameResolutionError.*check graph_url"),
+    ):
+        graph.upload_photo("someone", b"x", "image/jpeg")
+
+
 def test_requests_wait_for_the_shared_retry_after(emulator: GraphEmulator) -> None:
     """A 429 given to one upload holds back every thread, reads included."""
     emulator.faults.write_rate_per_s = 4  # a bucket of 4: the 5th quick write is throttled

@@ -169,8 +169,10 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _lower_first(text: str) -> str:
-    """'No endpoint' → 'no endpoint' (it follows a colon), but leave 'AADSTS…' or 'HTTP' be."""
-    if len(text) > 1 and text[1].isupper():
+    """'No endpoint found' → 'no endpoint found' (it follows a colon), but leave names
+    such as 'App Service …' or 'AADSTS7000215: …' alone."""
+    words = text.split(maxsplit=2)
+    if len(words) < 2 or not words[0].istitle() or not words[1][:1].islower():
         return text
     return text[:1].lower() + text[1:]
 

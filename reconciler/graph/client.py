@@ -146,32 +146,37 @@ def is_resync(error: GraphError) -> bool:
     return error.status == 400 and (error.code or "").lower() in _RESYNC_CODES
 
 
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps, outermost first: requests wraps urllib3, which keeps the
+    socket error in MaxRetryError.reason or in ProtocolError's args."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        nested = getattr(current, "reason", None)
+        if not isinstance(nested, BaseException):
+            wrapped = (a for a in reversed(current.args) if isinstance(a, BaseException))
+            nested = next(wrapped, None)
+        current = nested
+
+
 def network_reason(exc: requests.RequestException) -> str:
     """A short, URL-free description of a failure below HTTP."""
     if isinstance(exc, requests.ConnectTimeout):
         return "connect timed out"
     if isinstance(exc, requests.Timeout):
         return "read timed out"
-    root: BaseException = exc
-    while True:
-        inner = getattr(root, "reason", None) or (root.args[-1] if root.args else None)
-        if not isinstance(inner, BaseException) or inner is root:
-            break
-        root = inner
+    *_, root = _causes(exc)
     return f"connection failed ({type(root).__name__})"
 
 
 def is_unreachable(exc: requests.RequestException) -> bool:
-    """Refused connection or DNS failure: nothing is listening at graph_url."""
+    """Refused connection, DNS failure or connect timeout: nothing answers at graph_url."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, NewConnectionError):  # includes NameResolutionError
-            return True
-        nested = getattr(seen, "reason", None) or (seen.args[0] if seen.args else None)
-        seen = nested if isinstance(nested, BaseException) and nested is not seen else None
-    return False
+    # NewConnectionError covers refused connections and (as NameResolutionError) DNS.
+    return any(isinstance(cause, NewConnectionError) for cause in _causes(exc))
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,7 +488,7 @@ class GraphClient:
             except requests.RequestException as exc:
                 error = self._network_error(exc, call, crid, attempts)
             else:
-                if response.ok:
+                if 200 <= response.status_code < 300:  # redirects are not followed: errors
                     return _Done(response, attempts, crid)
                 if response.status_code == 401:
                     self._on_unauthorized(response, call, crid, refreshed, token)
