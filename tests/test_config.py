@@ -110,3 +110,9 @@ def test_bad_overrides_csv_is_a_config_error(tmp_path: Path) -> None:
         str(overrides),
     )
     assert code == 2 and "line 2" in output
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).parent.parent / "deploy" / "photosync.toml.example"
+    settings = load_settings(example, {}, {})
+    assert settings.database_url == "sqlite:////var/lib/photosync/photosync.db"
