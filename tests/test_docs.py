@@ -17,7 +17,8 @@ from reconciler.cli import main
 from reconciler.config import SETTINGS, Settings
 from reconciler.report import COLUMNS
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+README_PATH = Path(__file__).parent.parent / "README.md"
+README = README_PATH.read_text(encoding="utf-8")
 
 
 def walk(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, click.Command]]:
@@ -118,3 +119,15 @@ def test_readme_sections_come_in_the_promised_order() -> None:
     ]
     assert [t for t in titles if t in wanted] == wanted
     assert README.index("# photosync\n") < README.index("## Quick start")
+
+
+def test_quick_start_is_exactly_the_demo_command_and_the_test_command() -> None:
+    section = README[
+        README.index("## Quick start") : README.index("\n## ", README.index("## Quick start") + 1)
+    ]
+    commands = [line for line in section.splitlines() if line.startswith("python3 -m venv")]
+    assert len(commands) == 2
+    assert commands[0].endswith("photosync demo")
+    assert "pytest" in commands[1]
+    ci = (README_PATH.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert f'TEST_COMMAND="{commands[1]}"' in ci  # CI runs exactly what the README says
