@@ -17,7 +17,8 @@ from reconciler.graph._emulator_http import ApiError
 class Faults:
     """Mutable at runtime by tests; each field is read once per request, so no lock is needed.
 
-    latency and the random faults act on top-level /v1.0 requests (a $batch is one request);
+    latency and the random faults act on top-level /v1.0 requests (a $batch is one request,
+    whose inner requests add one latency per round of 4, as Graph processes them);
     the write rate and the doomed-user sets act on every photo write, inner ones included.
     Token requests see none of them.
     """
