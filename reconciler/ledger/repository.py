@@ -313,10 +313,15 @@ def record_outcome(
 
 def preload_files(session: Session, file_ids: Sequence[int]) -> None:
     """Load many inbox rows in a few SELECTs, so per-file updates hit the identity map."""
+    # The identity map holds objects weakly: rows nobody references are dropped at once and
+    # each session.get() would SELECT (and autoflush) again. The session keeps them alive.
+    held: list[InboxFile] = session.info.setdefault("preloaded_files", [])
     for start in range(0, len(file_ids), _CHUNK):
-        session.scalars(
-            select(InboxFile).where(InboxFile.id.in_(file_ids[start : start + _CHUNK]))
-        ).all()
+        held.extend(
+            session.scalars(
+                select(InboxFile).where(InboxFile.id.in_(file_ids[start : start + _CHUNK]))
+            ).all()
+        )
 
 
 def record_run_files(
