@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as stat_module
+import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from reconciler.model import FileStat, InboxFile
 
 # Files that operating systems drop into folders; never photos.
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
-_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -44,23 +44,6 @@ def _is_candidate(entry: os.DirEntry[str], inbox: Path) -> bool:
     return entry.is_file(follow_symlinks=False)
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    digest, size, _after = _hash_and_restat(path)
-    return digest, size
-
-
-def _hash_and_restat(path: Path) -> tuple[str, int, FileStat]:
-    """The file's sha256 and size, and its stat once read (fstat: the file we actually read)."""
-    digest = hashlib.sha256()
-    total = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            total += len(chunk)
-        after = stat_of(os.fstat(handle.fileno()))
-    return digest.hexdigest(), total, after
-
-
 def _workers() -> int:
     # hashlib and file reads release the GIL: a few threads use every core on a local disk
     # and hide latency on a network share; more would only contend.
@@ -74,11 +57,17 @@ def scan(
     settle_seconds: float,
     clock_ns: Callable[[], int] = time.time_ns,
 ) -> ScanResult:
-    """Every candidate file directly in `inbox`; `cache` is keyed by the file's path string."""
+    """Every candidate file directly in `inbox`; `cache` is keyed by the file's path string.
+
+    Files the cache cannot vouch for are hashed by a few threads while the listing goes on
+    (hashlib and reads release the GIL), in batches: a per-file hand-off would cost about as
+    much as hashing a small photo.
+    """
     inbox = inbox.resolve()
     result = ScanResult(started_ns=clock_ns())
-    to_hash: list[tuple[str, Path, FileStat]] = []
-    with os.scandir(inbox) as entries:
+    batches: list[Future[list[_Hashed | None]]] = []
+    batch: list[tuple[str, str, FileStat]] = []
+    with ThreadPoolExecutor(_workers(), "photosync-hash") as pool, os.scandir(inbox) as entries:
         for entry in entries:
             if not _is_candidate(entry, inbox):
                 result.skipped.append(entry.name)
@@ -90,49 +79,73 @@ def scan(
             if not stat_module.S_ISREG(raw.st_mode):
                 continue
             current = stat_of(raw)
-            path = Path(entry.path)
             if not is_settled(current, result.started_ns, settle_seconds):
-                result.deferred.append(InboxFile(entry.name, path, current, None))
+                result.deferred.append(InboxFile(entry.name, Path(entry.path), current, None))
                 continue
             cached = cache.get(entry.path)
             if cached is not None and can_trust(cached, current):
-                result.files.append(InboxFile(entry.name, path, current, cached.sha256))
+                file = InboxFile(entry.name, Path(entry.path), current, cached.sha256)
+                result.files.append(file)
                 continue
-            to_hash.append((entry.name, path, current))
-    _hash_all(result, to_hash)
+            batch.append((entry.name, entry.path, current))
+            if len(batch) == _BATCH:
+                batches.append(pool.submit(_hash_batch, batch))
+                batch = []
+        if batch:
+            batches.append(pool.submit(_hash_batch, batch))
+        for future in batches:
+            for hashed in future.result():
+                if hashed is not None:
+                    _add_hashed(result, hashed)
     return result
 
 
-def _hash_all(result: ScanResult, to_hash: list[tuple[str, Path, FileStat]]) -> None:
-    workers = min(_workers(), len(to_hash))
-    if workers <= 1:
-        hashed = [_hash_one(item) for item in to_hash]
-    else:
-        # One task per slice, not per file: a thread hand-off costs about as much as hashing
-        # a small photo.
-        slices = [to_hash[i::workers] for i in range(workers)]
-        with ThreadPoolExecutor(workers, "photosync-hash") as pool:
-            results = list(pool.map(lambda part: [_hash_one(item) for item in part], slices))
-        hashed = [results[i % workers][i // workers] for i in range(len(to_hash))]
-    for outcome in hashed:
-        if outcome is None:
-            continue
-        observed, size, stable = outcome
-        result.bytes_read += size
-        if stable:
-            result.files.append(observed)
-            result.hashed.append(observed)
-        else:
-            # Written to while we read it: the hash describes no single version of the file.
-            result.deferred.append(observed)
+_BATCH = 256
 
 
-def _hash_one(item: tuple[str, Path, FileStat]) -> tuple[InboxFile, int, bool] | None:
-    name, path, before = item
+@dataclass(frozen=True, slots=True)
+class _Hashed:
+    file: InboxFile  # sha256 None when the file changed while it was read
+    size: int
+
+
+def _hash_batch(batch: list[tuple[str, str, FileStat]]) -> list[_Hashed | None]:
+    return [_hash_one(name, path, before) for name, path, before in batch]
+
+
+_buffers = threading.local()
+_BUFFER_BYTES = 1024 * 1024
+
+
+def _read_buffer() -> memoryview:
+    # One buffer per hashing thread, reused for every file: allocating (and zeroing) a
+    # buffer per file costs more than hashing a small photo.
+    view: memoryview | None = getattr(_buffers, "view", None)
+    if view is None:
+        view = memoryview(bytearray(_BUFFER_BYTES))
+        _buffers.view = view
+    return view
+
+
+def _hash_one(name: str, path: str, before: FileStat) -> _Hashed | None:
+    view = _read_buffer()
+    digest = hashlib.sha256()
     try:
-        sha256, size, after = _hash_and_restat(path)
+        with open(path, "rb", buffering=0) as handle:
+            while count := handle.readinto(view):
+                digest.update(view[:count])
+            after = stat_of(os.fstat(handle.fileno()))
     except OSError:
         return None
-    if after != before:
-        return InboxFile(name, path, after, None), size, False
-    return InboxFile(name, path, after, sha256), size, True
+    sha256 = digest.hexdigest() if after == before else None
+    return _Hashed(InboxFile(name, Path(path), after, sha256), after.size)
+
+
+def _add_hashed(result: ScanResult, hashed: _Hashed) -> None:
+    result.bytes_read += hashed.size
+    if hashed.file.sha256 is None:
+        # Written to while we read it: the hash describes no single version of the file.
+        result.deferred.append(hashed.file)
+    else:
+        result.files.append(hashed.file)
+        result.hashed.append(hashed.file)
