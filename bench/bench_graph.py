@@ -54,7 +54,7 @@ def emulator(faults: Faults) -> Iterator[GraphEmulator]:
     with GraphEmulator(faults=faults) as emu:
         for name in ("IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT"):
             os.environ.pop(name, None)
-        os.environ.update(emu.managed_identity_env())
+        os.environ.update(emu.client_environment(os.environ))
         os.environ["NO_PROXY"] = "127.0.0.1,localhost"
         yield emu
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _identity import emulator_env
+from reconciler.graph.emulator import identity_environment
 
 REFRESH_TARGET_S = 10.0
 RSS_TARGET_MB = 250.0
@@ -179,7 +179,7 @@ def bench(users: int) -> int:
         GraphEmulator() as emu,
     ):
         db = Path(tmp) / "photosync.db"
-        env = emulator_env(os.environ, emu.managed_identity_env())
+        env = identity_environment(os.environ, emu.managed_identity_env())
         # Spawned while the parent is still small: a child's ru_maxrss starts from the RSS
         # of the parent it was forked from, and the tenant below is the parent's to hold.
         kinds = ("baseline", "ours", "delta")

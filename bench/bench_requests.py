@@ -51,8 +51,7 @@ def main() -> None:
     n, k = args.users, args.photos
 
     with tempfile.TemporaryDirectory() as root, GraphEmulator() as emulator:
-        os.environ.update(emulator.managed_identity_env())
-        os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+        os.environ.update(emulator.client_environment(os.environ))
         ids = emulator.tenant.add_users(n)
         names = [str((emulator.tenant.user(i) or {})["displayName"]) for i in ids[: 2 * k + 10]]
         inbox = Path(root) / "inbox"

@@ -33,12 +33,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _identity import emulator_env
 from PIL import Image
 
 from reconciler import app
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.graph.emulator import GraphEmulator, identity_environment
 from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
 from reconciler.model import Outcome, RunSummary
@@ -188,7 +187,7 @@ def small_jpeg(rng: random.Random) -> bytes:
 
 
 def point_identity_at(emulator: GraphEmulator) -> None:
-    env = emulator_env(os.environ, emulator.managed_identity_env())
+    env = identity_environment(os.environ, emulator.managed_identity_env())
     os.environ.clear()
     os.environ.update(env)
 

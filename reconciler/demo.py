@@ -87,10 +87,9 @@ def run(keep: Path | None, echo: Callable[[str], None]) -> None:
         ]
         # The real ManagedIdentityCredential fetches its token from the emulator.
         stack.callback(_restore_environment, dict(os.environ))
-        for name in ("IMDS_ENDPOINT", "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT"):
-            os.environ.pop(name, None)
-        os.environ.update(emulator.managed_identity_env())
-        os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+        wanted = emulator.client_environment(os.environ)
+        os.environ.clear()
+        os.environ.update(wanted)
 
         inbox = root / "InProgress"
         inbox.mkdir(exist_ok=True)

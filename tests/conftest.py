@@ -4,6 +4,7 @@ ledger, and real generated images."""
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 import subprocess
 import sys
@@ -22,18 +23,11 @@ from reconciler.model import Outcome, RunSummary
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[GraphEmulator]:
     """A running emulator, with the environment pointing ManagedIdentityCredential at it."""
     with GraphEmulator() as emu:
-        for name in (
-            "IMDS_ENDPOINT",
-            "MSI_ENDPOINT",
-            "MSI_SECRET",
-            "IDENTITY_SERVER_THUMBPRINT",
-            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-            "AZURE_CLIENT_ID",
-        ):
-            monkeypatch.delenv(name, raising=False)
-        for name, value in emu.managed_identity_env().items():
+        wanted = emu.client_environment(os.environ)
+        for name in set(os.environ) - set(wanted):
+            monkeypatch.delenv(name)
+        for name, value in wanted.items():
             monkeypatch.setenv(name, value)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
         yield emu
 
 

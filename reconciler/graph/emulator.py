@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -39,6 +40,28 @@ from reconciler.graph._emulator_tenant import StoredPhoto, Tenant
 __all__ = ["Faults", "GraphEmulator", "RecordedRequest", "StoredPhoto", "Tenant"]
 
 _DIAGNOSTIC = '{"ServerInfo":{"DataCenter":"Loopback","Slice":"E","Ring":"0","RoleInstance":"EMU"}}'
+
+
+# Variables that would steer azure-identity to another managed-identity flow than ours.
+OTHER_IDENTITY_VARIABLES = frozenset(
+    {
+        "IMDS_ENDPOINT",
+        "MSI_ENDPOINT",
+        "MSI_SECRET",
+        "IDENTITY_SERVER_THUMBPRINT",
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        "AZURE_CLIENT_ID",
+    }
+)
+
+
+def identity_environment(base: Mapping[str, str], identity: Mapping[str, str]) -> dict[str, str]:
+    """`base` without any other managed-identity flow's variables, plus `identity`, with
+    loopback exempt from any proxy `base` names."""
+    env = {k: v for k, v in base.items() if k not in OTHER_IDENTITY_VARIABLES}
+    env.update(identity)
+    env["NO_PROXY"] = "127.0.0.1,localhost"
+    return env
 
 
 @dataclass(frozen=True)
@@ -153,6 +176,12 @@ class GraphEmulator:
             "IDENTITY_ENDPOINT": f"{self.url}/msi/token",
             "IDENTITY_HEADER": self._identity.identity_header,
         }
+
+    def client_environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` made to send the real ManagedIdentityCredential to this emulator: the
+        variables of every other managed-identity flow removed, the App Service ones added,
+        and loopback exempt from any proxy `base` names."""
+        return identity_environment(base, self.managed_identity_env())
 
     def arc_env(self) -> dict[str, str]:
         """Azure Arc challenge flow (writes key files under /var/opt/azcmagent/tokens)."""
