@@ -148,34 +148,59 @@ def refresh_users(client: GraphClient, ledger: Ledger, *, full: bool, progress: 
 # --- reconcile
 
 
+@dataclass
+class _Run:
+    """One recorded run: its ledger (locked), its summary, and the Graph client it opened."""
+
+    settings: Settings
+    ledger: Ledger
+    summary: RunSummary
+    client_factory: ClientFactory
+    client: GraphClient | None = None
+
+    def graph(self) -> GraphClient:
+        """The run's one Graph client, created on first need: a run with nothing to do
+        never authenticates."""
+        if self.client is None:
+            self.client = self.client_factory(self.settings)
+        return self.client
+
+
 @contextmanager
 def _run(
-    ledger: Ledger, command: str, dry_run: bool
-) -> Iterator[tuple[RunSummary, list[GraphClient]]]:
-    """Record a run from start to finish, including runs that end in an error."""
-    started = time.monotonic()
-    with ledger.session() as session:
-        # Under the run lock no other run is uploading, so any pending intent is a dead run's.
-        interrupted = repository.close_interrupted_uploads(session)
-        summary = RunSummary(repository.start_run(session, command, dry_run))
-    logs.RUN_ID.run_id = summary.run_id  # every log line of this run carries its id
-    if interrupted:
-        log.warning("%d upload(s) of an interrupted run will be redone", interrupted)
-    clients: list[GraphClient] = []
-    error: str | None = None
+    settings: Settings, command: str, dry_run: bool, client_factory: ClientFactory
+) -> Iterator[_Run]:
+    """Open the ledger, take the run lock, and record the run from start to finish,
+    including runs that end in an error."""
+    ledger = open_ledger(settings)
     try:
-        yield summary, clients
-    except Exception as exc:
-        error = str(exc)
-        raise
+        with ledger.run_lock():
+            started = time.monotonic()
+            with ledger.session() as session:
+                # Under the run lock nobody else is uploading: a pending intent is a dead run's.
+                interrupted = repository.close_interrupted_uploads(session)
+                summary = RunSummary(repository.start_run(session, command, dry_run))
+            logs.RUN_ID.run_id = summary.run_id  # every log line of this run carries its id
+            if interrupted:
+                log.warning("%d upload(s) of an interrupted run will be redone", interrupted)
+            run = _Run(settings, ledger, summary, client_factory)
+            error: str | None = None
+            try:
+                yield run
+            except Exception as exc:
+                error = str(exc)
+                raise
+            finally:
+                if run.client is not None:
+                    summary.graph_requests = run.client.request_count
+                    run.client.close()
+                summary.duration_s = time.monotonic() - started
+                with ledger.session() as session:
+                    exit_code = 3 if error else summary.exit_code
+                    repository.finish_run(session, summary, exit_code, error)
+                logs.RUN_ID.run_id = None
     finally:
-        summary.graph_requests = sum(c.request_count for c in clients)
-        summary.duration_s = time.monotonic() - started
-        for client in clients:
-            client.close()
-        with ledger.session() as session:
-            repository.finish_run(session, summary, 3 if error else summary.exit_code, error)
-        logs.RUN_ID.run_id = None
+        ledger.dispose()
 
 
 def _observe(settings: Settings, ledger: Ledger) -> tuple[ScanResult, dict[str, int], LedgerView]:
@@ -202,64 +227,52 @@ def reconcile(
     progress = progress or Progress()
     settings.require_folders()
     overrides = load_overrides(settings)
-    ledger = open_ledger(settings)
-    try:
-        with ledger.run_lock(), _run(ledger, "reconcile", dry_run) as (summary, clients):
-            progress.stage("scan")
-            observed, file_ids, view = _observe(settings, ledger)
-            client: GraphClient | None = None
+    with _run(settings, "reconcile", dry_run, client_factory) as run:
+        progress.stage("scan")
+        observed, file_ids, view = _observe(settings, run.ledger)
 
-            def refreshed_plan() -> Plan:
-                nonlocal client
-                progress.stage("users")
-                client = client_factory(settings)
-                clients.append(client)
-                refresh_users(client, ledger, full=full_refresh, progress=progress)
-                return plan_from_ledger()
+        def plan_from_ledger() -> Plan:
+            with run.ledger.session() as session:
+                # Loading 100,000 users costs seconds; skip it when no file needs a name.
+                users = repository.current_users(session) if observed.files else []
+            index = UserIndex(users, settings.match_on)
+            return plan(observed.files, observed.deferred, view, index, overrides)
 
-            def plan_from_ledger() -> Plan:
-                with ledger.session() as session:
-                    # Loading 100,000 users costs seconds; skip it when no file needs a name.
-                    users = repository.current_users(session) if observed.files else []
-                index = UserIndex(users, settings.match_on)
-                return plan(observed.files, observed.deferred, view, index, overrides)
+        def refreshed_plan() -> Plan:
+            progress.stage("users")
+            refresh_users(run.graph(), run.ledger, full=full_refresh, progress=progress)
+            return plan_from_ledger()
 
-            if full_refresh or new_or_changed(observed.files, view):
+        if full_refresh or new_or_changed(observed.files, view):
+            the_plan = refreshed_plan()
+        else:
+            the_plan = plan_from_ledger()
+            # About to write to Graph anyway (a retry of an earlier failure): one delta
+            # request first, so a user deleted since is not written to again. Every plan
+            # with uploads has therefore refreshed, and opened the client, by now.
+            if the_plan.has_graph_work:
                 the_plan = refreshed_plan()
-            else:
-                the_plan = plan_from_ledger()
-                # About to write to Graph anyway (a retry of an earlier failure): one delta
-                # request first, so a user deleted since is not written to again.
-                if the_plan.has_graph_work:
-                    the_plan = refreshed_plan()
-            if dry_run:
-                for action in the_plan.actions:
-                    summary.add(FileResult(action.file.name, action.outcome, action.reason))
-                return summary, the_plan
-            if the_plan.has_graph_work and client is None:
-                client = client_factory(settings)
-                clients.append(client)
-            _apply(the_plan, settings, ledger, summary, file_ids, client, progress)
-            return summary, the_plan
-    finally:
-        ledger.dispose()
+        if dry_run:
+            for action in the_plan.actions:
+                run.summary.add(FileResult(action.file.name, action.outcome, action.reason))
+        else:
+            _apply(run, the_plan, file_ids, progress)
+        return run.summary, the_plan
 
 
-def _apply(
-    the_plan: Plan,
-    settings: Settings,
-    ledger: Ledger,
-    summary: RunSummary,
-    file_ids: dict[str, int],
-    client: GraphClient | None,
-    progress: Progress,
-) -> None:
+def _apply(run: _Run, the_plan: Plan, file_ids: dict[str, int], progress: Progress) -> None:
     progress.stage("upload")
     progress.uploads_total(len(the_plan.actions))
-    options = prepare_options(settings)
-    executor = Executor(ledger, summary.run_id, file_ids, options, client, progress.file_done)
+    executor = Executor(
+        run.ledger,
+        run.summary.run_id,
+        file_ids,
+        prepare_options(run.settings),
+        run.client,
+        progress.file_done,
+    )
     for result in executor.apply(the_plan):
-        summary.add(result)
+        run.summary.add(result)
 
 
 def retry_failed(
@@ -273,22 +286,15 @@ def retry_failed(
     no listing, no matching, one request per file."""
     progress = progress or Progress()
     settings.require_folders()
-    ledger = open_ledger(settings)
-    try:
-        with ledger.run_lock(), _run(ledger, "retry-failed", False) as (summary, clients):
-            observed, file_ids, _view = _observe(settings, ledger)
-            with ledger.session() as session:
-                targets = repository.failed_uploads(session, include_permanent=include_permanent)
-            actions = _retry_actions(observed, targets)
-            the_plan = Plan(tuple(actions))
-            if not actions:
-                return summary, the_plan
-            client = client_factory(settings)
-            clients.append(client)
-            _apply(the_plan, settings, ledger, summary, file_ids, client, progress)
-            return summary, the_plan
-    finally:
-        ledger.dispose()
+    with _run(settings, "retry-failed", False, client_factory) as run:
+        observed, file_ids, _view = _observe(settings, run.ledger)
+        with run.ledger.session() as session:
+            targets = repository.failed_uploads(session, include_permanent=include_permanent)
+        the_plan = Plan(tuple(_retry_actions(observed, targets)))
+        if the_plan.actions:
+            run.graph()
+            _apply(run, the_plan, file_ids, progress)
+        return run.summary, the_plan
 
 
 def _retry_actions(

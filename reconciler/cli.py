@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_CANNOT_RUN = 0, 1, 2, 3
+# 0 and 1 come from the run's own summary (RunSummary.exit_code).
+EXIT_USAGE, EXIT_CANNOT_RUN = 2, 3
 
 
 def fail(message: str, code: int) -> NoReturn:

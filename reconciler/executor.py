@@ -54,10 +54,6 @@ class ApplyOptions:
     prepare: Callable[[Path], PreparedImage]
 
 
-class RunAborted(Exception):
-    """Raised inside workers once the run cannot go on (auth lost, Graph unreachable)."""
-
-
 class Executor:
     def __init__(
         self,

@@ -38,11 +38,9 @@ from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from reconciler import images_color, images_jpeg
 from reconciler.errors import ImageError
-from reconciler.model import PreparedImage
+from reconciler.model import IMAGE_SUFFIXES, PreparedImage
 
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif"}
-)
+SUPPORTED_SUFFIXES = IMAGE_SUFFIXES
 
 MIN_DIMENSION = 48
 

@@ -14,13 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from reconciler.model import User
+from reconciler.model import IMAGE_SUFFIXES, User
 
-# Extensions HR staff use for photos. Matching ignores them in any case; content decides
-# whether the file is really an image.
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif"}
-)
 MAX_SUGGESTIONS = 3
 
 

@@ -17,6 +17,12 @@ MATCH_PROPERTIES: tuple[str, ...] = (
     "employeeId",
 )
 
+# File suffixes HR staff use for photos: matching ignores them (in any case), and images
+# accepts these formats. Content, not the suffix, decides whether a file really is one.
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif"}
+)
+
 # What photosync asks Graph for: the match properties plus what eligibility needs.
 # accountEnabled, userType, mailNickname and employeeId are only returned when selected.
 USER_SELECT: tuple[str, ...] = ("id", *MATCH_PROPERTIES, "accountEnabled", "userType")
@@ -124,8 +130,6 @@ class Outcome(enum.StrEnum):
     DEFERRED = "deferred"
 
 
-# Outcomes after which the file leaves the inbox.
-LEAVES_INBOX = frozenset({Outcome.UPLOADED, Outcome.UNCHANGED, Outcome.INVALID})
 # Outcomes that make the run exit 1.
 FAILS_RUN = frozenset({Outcome.FAILED, Outcome.INVALID})
 

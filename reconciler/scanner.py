@@ -24,7 +24,6 @@ class ScanResult:
     files: list[InboxFile] = field(default_factory=list)  # settled and hashed
     deferred: list[InboxFile] = field(default_factory=list)  # too new, or changed while read
     hashed: list[InboxFile] = field(default_factory=list)  # the subset of files we read
-    skipped: list[str] = field(default_factory=list)  # names not considered, for debugging
     bytes_read: int = 0
     started_ns: int = 0
 
@@ -70,7 +69,6 @@ def scan(
     with ThreadPoolExecutor(_workers(), "photosync-hash") as pool, os.scandir(inbox) as entries:
         for entry in entries:
             if not _is_candidate(entry, inbox):
-                result.skipped.append(entry.name)
                 continue
             try:
                 raw = os.stat(entry.path)

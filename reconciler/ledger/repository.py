@@ -155,12 +155,6 @@ def set_state(session: Session, key: str, value: str) -> None:
         row.updated_at = utcnow()
 
 
-def delete_state(session: Session, key: str) -> None:
-    row = session.get(SyncState, key)
-    if row is not None:
-        session.delete(row)
-
-
 # --- inbox files
 
 
@@ -269,7 +263,9 @@ def record_scan(session: Session, scan: ScanResult) -> dict[str, int]:
 
 
 def ledger_view(session: Session) -> LedgerView:
-    rows = list(session.scalars(select(InboxFile).where(_IN_INBOX)))
+    rows = session.execute(
+        select(InboxFile.id, InboxFile.path, InboxFile.sha256).where(_IN_INBOX)
+    ).all()
     uploaded_to_ids = {
         (file_id, sha): user_id
         for file_id, sha, user_id in session.execute(
