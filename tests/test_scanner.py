@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -77,3 +78,21 @@ def test_recent_files_are_deferred_without_reading(tmp_path: Path) -> None:
     result = scan(inbox, {}, settle_seconds=60)
     assert [f.name for f in result.deferred] == ["Jane.jpg"]
     assert result.files == [] and result.bytes_read == 0
+
+
+def test_every_file_gets_its_own_hash_when_hashed_in_threads(tmp_path: Path) -> None:
+    # More files than one hashing batch, of different sizes, so the threads finish out of
+    # order: each recorded hash must still be the one of its own file's bytes.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    expected = {}
+    for number in range(700):
+        content = number.to_bytes(2, "big") * (1 + number * 37 % 5000)
+        (inbox / f"Person {number:03d}.jpg").write_bytes(content)
+        expected[f"Person {number:03d}.jpg"] = hashlib.sha256(content).hexdigest()
+
+    result = scan(inbox, {}, settle_seconds=0, clock_ns=later)
+
+    assert {f.name: f.sha256 for f in result.files} == expected
+    assert len(result.hashed) == 700 and result.deferred == []
+    assert result.bytes_read == sum(p.stat().st_size for p in inbox.iterdir())
