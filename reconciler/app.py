@@ -236,7 +236,9 @@ def reconcile(
                 # Loading 100,000 users costs seconds; skip it when no file needs a name.
                 users = repository.current_users(session) if observed.files else []
             index = UserIndex(users, settings.match_on)
-            return plan(observed.files, observed.deferred, view, index, overrides)
+            return plan(
+                observed.files, observed.deferred, view, index, overrides, observed.unreadable
+            )
 
         def refreshed_plan() -> Plan:
             progress.stage("users")

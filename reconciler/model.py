@@ -113,8 +113,16 @@ class InboxFile:
     name: str
     path: Path
     stat: FileStat
-    # None only for files deferred before hashing (still being written).
+    # None only for files deferred before hashing (still being written) or unreadable.
     sha256: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableFile:
+    """A file the scan could not read, e.g. copied in with permissions that shut us out."""
+
+    file: InboxFile
+    error: str  # the operating system's words, e.g. "Permission denied"
 
 
 class Outcome(enum.StrEnum):

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from reconciler.matching import MatchKind, UserIndex, has_image_suffix, name_key, resolve
-from reconciler.model import Action, ActionKind, InboxFile, Outcome, Plan, User
+from reconciler.model import Action, ActionKind, InboxFile, Outcome, Plan, UnreadableFile, User
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +47,23 @@ def plan(
     view: LedgerView,
     index: UserIndex,
     overrides: Mapping[str, str],
+    unreadable: Iterable[UnreadableFile] = (),
 ) -> Plan:
     actions: list[Action] = [
         Action(f, ActionKind.LEAVE, Outcome.DEFERRED, "modified moments ago; next run")
         for f in deferred
     ]
+    # Not the photo's fault and not for HR to fix: it stays, and the run fails so that
+    # whoever watches the schedule sees it.
+    actions.extend(
+        Action(
+            u.file,
+            ActionKind.LEAVE,
+            Outcome.FAILED,
+            f"cannot be read ({u.error}); give the account that runs photosync read access",
+        )
+        for u in unreadable
+    )
     decided = [_decide(f, view, index, overrides) for f in files]
     actions.extend(_refuse_competing_files(decided))
     return Plan(tuple(sorted(actions, key=lambda a: a.file.name)))

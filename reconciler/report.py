@@ -66,9 +66,11 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "Save the photo again as a JPEG or PNG, at least 48 x 48 pixels, and put it in the inbox.",
     ),
     "failed": (
-        "Microsoft Graph refused the upload or did not answer. The file stays in the inbox.",
+        "Microsoft Graph refused the upload or did not answer, or photosync could not read "
+        "the file. The file stays in the inbox.",
         "Usually nothing: the next run tries again. If it keeps failing, give the error "
-        "code to IT (403: permissions; 404: the account may have been deleted).",
+        "code to IT (403: permissions; 404: the account may have been deleted; "
+        "'cannot be read': the file's permissions shut photosync out).",
     ),
     "deferred": (
         "The file was still changing when photosync looked; it may have been copying.",

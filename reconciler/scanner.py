@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.fingerprint import CachedFingerprint, can_trust, is_settled
-from reconciler.model import FileStat, InboxFile
+from reconciler.model import FileStat, InboxFile, UnreadableFile
 
 # Files that operating systems drop into folders; never photos.
 _SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini", ".ds_store"})
@@ -23,6 +23,7 @@ class ScanResult:
     files: list[InboxFile] = field(default_factory=list)  # settled and hashed
     deferred: list[InboxFile] = field(default_factory=list)  # too new, or changed while read
     hashed: list[InboxFile] = field(default_factory=list)  # the subset of files we read
+    unreadable: list[UnreadableFile] = field(default_factory=list)
     bytes_read: int = 0
     started_ns: int = 0
 
@@ -58,8 +59,12 @@ def scan(
             unvouched.append((name, path, current))
     digests = _hash_all([path for _, path, _ in unvouched])
     for (name, path, before), digest in zip(unvouched, digests, strict=True):
-        if digest is None:
-            continue  # gone or unreadable since listing: it will not be in this run
+        if isinstance(digest, FileNotFoundError):
+            continue  # gone since listing: it will not be in this run
+        if isinstance(digest, OSError):
+            file = InboxFile(name, Path(path), before, None)
+            result.unreadable.append(UnreadableFile(file, digest.strerror or str(digest)))
+            continue
         sha256, after = digest
         result.bytes_read += after.size
         if after != before:
@@ -105,7 +110,7 @@ _BATCH = 256
 # reads, and small enough to stay in a core's cache while it is hashed.
 _READ_BYTES = 256 * 1024
 
-_Digest = tuple[str, FileStat] | None  # (sha256, stat after reading); None if unreadable
+_Digest = tuple[str, FileStat] | OSError  # (sha256, stat after reading), or why not
 
 
 def _hash_all(paths: list[str]) -> list[_Digest]:
@@ -134,14 +139,14 @@ def _digest(path: str) -> _Digest:
     digest = hashlib.sha256()
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    except OSError:
-        return None
+    except OSError as error:
+        return error
     try:
         while chunk := os.read(descriptor, _READ_BYTES):
             digest.update(chunk)
         after = stat_of(os.fstat(descriptor))
-    except OSError:
-        return None
+    except OSError as error:
+        return error
     finally:
         os.close(descriptor)
     return digest.hexdigest(), after

@@ -409,3 +409,49 @@ def test_retry_failed_leaves_permanent_failures_unless_asked(
     retried, _ = app.retry_failed(settings, include_permanent=True)
     assert outcomes(retried) == {"Doomed User.jpg": Outcome.FAILED}
     assert emulator.graph_request_count == 1
+
+
+def test_a_file_photosync_cannot_read_stays_and_fails_the_run(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    jane = emulator.tenant.add_user("Jane Doe")
+    john = emulator.tenant.add_user("John Roe")
+    jane_bytes = write_jpeg(settings.inbox_dir / "Jane Doe.jpg")
+    locked = settings.inbox_dir / "John Roe.jpg"
+    john_bytes = write_jpeg(locked, color=(0, 0, 200))
+    locked.chmod(0)
+    # Root reads anything; without the capabilities that let it ignore file permissions it
+    # is shut out like the service account a real inbox would shut out.
+    as_plain_account = (
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    )
+    command = [sys.executable, "-m", "reconciler", "reconcile", "--json", *cli_args(settings)]
+    done = subprocess.run(
+        [*as_plain_account, *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 1, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["uploaded"], summary["failed"]) == (1, 1)
+    assert emulator.tenant.photo(john) is None
+    photo = emulator.tenant.photo(jane)
+    assert photo is not None and photo.data == jane_bytes
+    assert locked.exists() and not (settings.completed_dir / "John Roe.jpg").exists()
+    [(outcome, reason)] = ledger_rows(
+        settings, "SELECT last_outcome, last_reason FROM inbox_files WHERE name = 'John Roe.jpg'"
+    )
+    assert outcome == "failed" and "Permission denied" in str(reason)
+
+    locked.chmod(0o644)
+    summary_after_fix, _ = app.reconcile(settings)
+
+    assert outcomes(summary_after_fix) == {"John Roe.jpg": Outcome.UPLOADED}
+    photo = emulator.tenant.photo(john)
+    assert photo is not None and photo.data == john_bytes

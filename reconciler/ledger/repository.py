@@ -207,7 +207,7 @@ def record_scan(session: Session, scan: ScanResult) -> dict[str, int]:
     new_rows: dict[str, dict[str, Any]] = {}
     changes: list[dict[str, Any]] = []
     ids: dict[str, int] = {}
-    for file in [*scan.files, *scan.deferred]:
+    for file in [*scan.files, *scan.deferred, *(u.file for u in scan.unreadable)]:
         key = str(file.path)
         hashed = key in hashed_paths
         values: dict[str, Any] = {
