@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -191,11 +192,16 @@ def _graph_url(value: object) -> str:
     raise ValueError(expected)
 
 
+def _without_password(text: str) -> str:
+    """A URL's password (scheme://user:password@host) masked, for error messages."""
+    return re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+
+
 def _database_url(value: object) -> str:
     text = _text(value)
     try:
         make_url(text)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ValueError(
             "a SQLAlchemy URL such as sqlite:///C:/photosync/ledger.db or postgresql+psycopg://..."
         ) from None
@@ -345,6 +351,6 @@ def load_settings(
         try:
             values[name] = spec.parse(value)
         except ValueError as exc:
-            shown = "(hidden)" if spec.secret else repr(value)
+            shown = "(hidden)" if spec.secret else _without_password(repr(value))
             raise ConfigError(name, f"expected {exc}, got {shown} (from {source})") from None
     return Settings(**values)  # type: ignore[arg-type]

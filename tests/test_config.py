@@ -66,6 +66,13 @@ def test_bad_values_name_the_setting(
     assert "\n" not in str(caught.value)
 
 
+def test_a_bad_database_url_is_shown_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {}, {"database_url": "postgresql+psycopg://svc:s3cret@db:port/x"})
+    assert caught.value.setting == "database_url"
+    assert "s3cret" not in str(caught.value) and "svc:***@db" in str(caught.value)
+
+
 def test_loopback_http_is_allowed_for_an_emulator() -> None:
     settings = load_settings(None, {}, {"graph_url": "http://127.0.0.1:8080/"})
     assert settings.graph_url == "http://127.0.0.1:8080"

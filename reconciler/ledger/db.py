@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reconciler.errors import LedgerError, RunLockedError
@@ -59,7 +59,8 @@ def migrations_config(engine: Engine | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.files("reconciler._migrations")))
     if engine is not None:
-        config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+        # Only the engine, never its URL: Alembic's config would interpolate a URL-encoded
+        # password ("%40") and print it in clear in the traceback.
         config.attributes["engine"] = engine
     return config
 
@@ -70,6 +71,10 @@ class Ledger:
     def __init__(self, database_url: str) -> None:
         try:
             self.url = make_url(database_url)
+        except (ArgumentError, ValueError) as exc:
+            # Not echoed: a URL that does not parse may still hold a password.
+            raise LedgerError("the ledger's database_url is not a SQLAlchemy URL") from exc
+        try:
             path = sqlite_path(self.url)
             if path is not None:
                 _prepare_sqlite_file(path)
