@@ -187,6 +187,11 @@ def _run(
             error: str | None = None
             try:
                 yield run
+            except KeyboardInterrupt:
+                # Ctrl+C or a service stop: recorded as a run that could not finish, not as
+                # a clean one with whatever counts it had reached.
+                error = "interrupted"
+                raise
             except Exception as exc:
                 error = str(exc)
                 raise

@@ -23,10 +23,7 @@ from reconciler import __version__, app, logs
 from reconciler import report as report_module
 from reconciler.config import SETTINGS, Settings, load_settings
 from reconciler.errors import (
-    AuthError,
     ConfigError,
-    GraphError,
-    LedgerError,
     PhotosyncError,
 )
 from reconciler.model import FAILS_RUN, FileResult, Outcome, Plan, RunSummary
@@ -94,8 +91,6 @@ def guarded(command: F) -> F:
             return command(*args, **kwargs)
         except ConfigError as exc:
             fail(str(exc), EXIT_USAGE)
-        except (AuthError, LedgerError, GraphError) as exc:
-            fail(str(exc), EXIT_CANNOT_RUN)
         except PhotosyncError as exc:
             fail(str(exc), EXIT_CANNOT_RUN)
         except KeyboardInterrupt:

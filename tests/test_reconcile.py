@@ -455,3 +455,28 @@ def test_a_file_photosync_cannot_read_stays_and_fails_the_run(
     assert outcomes(summary_after_fix) == {"John Roe.jpg": Outcome.UPLOADED}
     photo = emulator.tenant.photo(john)
     assert photo is not None and photo.data == john_bytes
+
+
+def test_an_interrupted_run_is_recorded_as_one(settings: Settings, emulator: GraphEmulator) -> None:
+    """Ctrl+C (or a service stop sending SIGINT) mid-upload: the ledger must not show it as
+    a run that ended well."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    emulator.tenant.add_user("Jane Doe")
+    write_jpeg(settings.inbox_dir / "Jane Doe.jpg")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "reconcile", *cli_args(settings)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    emulator.faults.after_photo_stored = lambda _user: os.kill(run.pid, signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    emulator.faults.after_photo_stored = None
+
+    assert run.returncode == 3
+    assert stderr.strip().endswith("interrupted; the next run picks up where this one stopped")
+    assert ledger_rows(settings, "SELECT exit_code, error FROM runs") == [(3, "interrupted")]
