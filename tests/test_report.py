@@ -253,3 +253,15 @@ def test_html_renders_in_a_browser_with_the_table_and_the_photo(
         if sum(abs(c - g) for c, g in zip(colour, GREEN, strict=True)) < 30
     ]
     assert near_green, "the unmatched photo's thumbnail is not on screen"
+
+
+def test_a_file_only_a_dry_run_has_seen_is_in_the_report(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    # A dry run records what it saw but no verdict; the file has not landed all the same.
+    write_jpeg(settings.inbox_dir / "Jon Smith.jpg")
+    app.reconcile(settings, dry_run=True)
+
+    rows = app.report_unmatched(settings)
+
+    assert [(row.file, row.location) for row in rows] == [("Jon Smith.jpg", "inbox")]

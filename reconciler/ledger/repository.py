@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,6 +25,16 @@ USERS_REFRESHED_AT = "users.refreshed_at"
 
 # Rows per INSERT: under SQLite's default 32,766 bound-parameter limit with 9 columns.
 _CHUNK = 2000
+_T = TypeVar("_T")
+
+
+def _chunks(values: Iterable[_T]) -> Iterator[list[_T]]:
+    """`values` in lists of _CHUNK: SQLite refuses more than 32,766 bound parameters in one
+    statement, and an inbox or tenant can hold more ids than that."""
+    items = list(values)
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
 
 # --- runs
 
@@ -103,11 +113,8 @@ def upsert_users(session: Session, users: Sequence[model.User], now: datetime) -
 
 
 def mark_users_deleted(session: Session, ids: Iterable[str], now: datetime) -> None:
-    id_list = list(ids)
-    for start in range(0, len(id_list), _CHUNK):
-        session.execute(
-            update(User).where(User.id.in_(id_list[start : start + _CHUNK])).values(deleted_at=now)
-        )
+    for chunk in _chunks(ids):
+        session.execute(update(User).where(User.id.in_(chunk)).values(deleted_at=now))
 
 
 def mark_unrefreshed_users_deleted(session: Session, refreshed_since: datetime) -> None:
@@ -125,10 +132,9 @@ def current_users(session: Session) -> list[model.User]:
 
 
 def users_by_id(session: Session, ids: Iterable[str]) -> dict[str, model.User]:
-    id_list = list(ids)
     found: dict[str, model.User] = {}
-    for start in range(0, len(id_list), _CHUNK):
-        rows = session.scalars(select(User).where(User.id.in_(id_list[start : start + _CHUNK])))
+    for chunk in _chunks(ids):
+        rows = session.scalars(select(User).where(User.id.in_(chunk)))
         found.update({row.id: to_model_user(row) for row in rows})
     return found
 
@@ -244,13 +250,9 @@ def record_scan(session: Session, scan: ScanResult) -> dict[str, int]:
         # Bulk UPDATE by primary key; rows with the same set of columns share a statement.
         session.execute(update(InboxFile), changes)
     gone = [row.id for key, row in existing.items() if key not in ids]
-    for start in range(0, len(gone), _CHUNK):
+    for chunk in _chunks(gone):
         # Removed or renamed by someone; no longer ours to handle.
-        session.execute(
-            update(InboxFile)
-            .where(InboxFile.id.in_(gone[start : start + _CHUNK]))
-            .values(location="gone")
-        )
+        session.execute(update(InboxFile).where(InboxFile.id.in_(chunk)).values(location="gone"))
     if new_rows:
         # A Core executemany on the table: the ORM's bulk path still costs ~15 us a row.
         session.connection().execute(insert(InboxFile), list(new_rows.values()))
@@ -320,12 +322,8 @@ def preload_files(session: Session, file_ids: Sequence[int]) -> None:
     # The identity map holds objects weakly: rows nobody references are dropped at once and
     # each session.get() would SELECT (and autoflush) again. The session keeps them alive.
     held: list[InboxFile] = session.info.setdefault("preloaded_files", [])
-    for start in range(0, len(file_ids), _CHUNK):
-        held.extend(
-            session.scalars(
-                select(InboxFile).where(InboxFile.id.in_(file_ids[start : start + _CHUNK]))
-            ).all()
-        )
+    for chunk in _chunks(file_ids):
+        held.extend(session.scalars(select(InboxFile).where(InboxFile.id.in_(chunk))).all())
 
 
 def record_run_files(
@@ -466,15 +464,17 @@ def waiting_counts(session: Session) -> dict[str, int]:
 
 
 def not_landed(session: Session) -> list[InboxFile]:
-    """Every file that has not landed: still in the inbox with a non-final outcome, or set
-    aside in failed_dir."""
+    """Every file that has not landed: still in the inbox without a final outcome (or with
+    none yet: seen only by a dry run or a run that stopped early), or set aside in
+    failed_dir."""
+    undecided = InboxFile.last_outcome.is_(None)  # SQL's NOT IN is never true for NULL
     return list(
         session.scalars(
             select(InboxFile)
             .where(
                 (
                     (InboxFile.location == "inbox")
-                    & InboxFile.last_outcome.not_in(["uploaded", "unchanged"])
+                    & (undecided | InboxFile.last_outcome.not_in(["uploaded", "unchanged"]))
                 )
                 | (InboxFile.location == "failed")
             )
@@ -484,12 +484,15 @@ def not_landed(session: Session) -> list[InboxFile]:
 
 
 def last_uploads_of(session: Session, file_ids: Sequence[int]) -> dict[int, Upload]:
-    latest = (
-        select(func.max(Upload.id))
-        .where(Upload.file_id.in_(list(file_ids)))
-        .group_by(Upload.file_id)
-    )
-    return {u.file_id: u for u in session.scalars(select(Upload).where(Upload.id.in_(latest)))}
+    found: dict[int, Upload] = {}
+    for chunk in _chunks(file_ids):
+        latest = (
+            select(func.max(Upload.id)).where(Upload.file_id.in_(chunk)).group_by(Upload.file_id)
+        )
+        found.update(
+            {u.file_id: u for u in session.scalars(select(Upload).where(Upload.id.in_(latest)))}
+        )
+    return found
 
 
 def close_interrupted_uploads(session: Session) -> int:
@@ -526,12 +529,11 @@ def last_considered(session: Session, file_ids: Sequence[int]) -> dict[int, date
     """file id -> start of the last run that decided something about it. inbox_files'
     own last_attempt_at moves only when the verdict changes, so this is the truer date."""
     found: dict[int, datetime] = {}
-    id_list = list(file_ids)
-    for start in range(0, len(id_list), _CHUNK):
+    for chunk in _chunks(file_ids):
         rows = session.execute(
             select(RunFile.file_id, func.max(Run.started_at))
             .join(Run, Run.id == RunFile.run_id)
-            .where(RunFile.file_id.in_(id_list[start : start + _CHUNK]))
+            .where(RunFile.file_id.in_(chunk))
             .group_by(RunFile.file_id)
         )
         found.update({file_id: when for file_id, when in rows if when is not None})
