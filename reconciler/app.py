@@ -75,6 +75,8 @@ def build_client(settings: Settings) -> GraphClient:
 
 
 def open_ledger(settings: Settings) -> Ledger:
+    """The ledger, brought up to date: an older one is migrated, as every reader and writer
+    needs the current schema."""
     ledger = Ledger(settings.database_url)
     ledger.upgrade()
     return ledger
@@ -129,7 +131,6 @@ def refresh_users(client: GraphClient, ledger: Ledger, *, full: bool, progress: 
                 repository.upsert_users(session, changes.upserted, now)
                 repository.mark_users_deleted(session, changes.removed, now)
                 repository.set_state(session, repository.DELTA_LINK, changes.delta_link)
-                repository.set_state(session, repository.USERS_REFRESHED_AT, now.isoformat())
             progress.users(len(changes.upserted) + len(changes.removed))
             return
     # Ask for the delta link *before* listing: changes made during the listing then show up
@@ -142,7 +143,6 @@ def refresh_users(client: GraphClient, ledger: Ledger, *, full: bool, progress: 
             progress.users(len(page))
         repository.mark_unrefreshed_users_deleted(session, started)
         repository.set_state(session, repository.DELTA_LINK, delta_link)
-        repository.set_state(session, repository.USERS_REFRESHED_AT, started.isoformat())
 
 
 # --- reconcile
@@ -255,8 +255,7 @@ def reconcile(
         else:
             the_plan = plan_from_ledger()
             # About to write to Graph anyway (a retry of an earlier failure): one delta
-            # request first, so a user deleted since is not written to again. Every plan
-            # with uploads has therefore refreshed, and opened the client, by now.
+            # request first, so a user deleted since is not written to again.
             if the_plan.has_graph_work:
                 the_plan = refreshed_plan()
         if dry_run:
@@ -275,7 +274,7 @@ def _apply(run: _Run, the_plan: Plan, file_ids: dict[str, int], progress: Progre
         run.summary.run_id,
         file_ids,
         prepare_options(run.settings),
-        run.client,
+        run.graph() if the_plan.has_graph_work else None,
         progress.file_done,
     )
     for result in executor.apply(the_plan):
@@ -299,7 +298,6 @@ def retry_failed(
             targets = repository.failed_uploads(session, include_permanent=include_permanent)
         the_plan = Plan(tuple(_retry_actions(observed, targets)))
         if the_plan.actions:
-            run.graph()
             _apply(run, the_plan, file_ids, progress)
         return run.summary, the_plan
 
@@ -319,9 +317,8 @@ def _retry_actions(
 
 
 def upgrade_database(settings: Settings) -> tuple[str, str | None]:
-    ledger = Ledger(settings.database_url)
+    ledger = open_ledger(settings)
     try:
-        ledger.upgrade()
         return ledger.describe(), ledger.revision()
     finally:
         ledger.dispose()
@@ -330,16 +327,10 @@ def upgrade_database(settings: Settings) -> tuple[str, str | None]:
 # --- reading the ledger: status and reports (no Graph call, no lock)
 
 
-def _open_existing(settings: Settings) -> Ledger:
-    ledger = Ledger(settings.database_url)
-    ledger.upgrade()  # an older ledger is brought up to date; reads need the current schema
-    return ledger
-
-
 def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
     """The ledger at a glance: last runs, files waiting, failures by reason, the delta
     token's age, where the ledger is and its schema revision."""
-    ledger = _open_existing(settings)
+    ledger = open_ledger(settings)
     try:
         with ledger.session() as session:
             recent = repository.recent_runs(session, runs)
@@ -404,7 +395,7 @@ def _run_view(run: models.Run) -> dict[str, Any]:
 
 def report_unmatched(settings: Settings) -> list[ReportRow]:
     """Every file that has not landed, with its reason's detail; the ledger alone."""
-    ledger = _open_existing(settings)
+    ledger = open_ledger(settings)
     try:
         return _not_landed_rows(ledger)
     finally:
@@ -465,7 +456,7 @@ def _utc(value: datetime) -> datetime:
 def run_details(settings: Settings, run_id: int) -> dict[str, Any] | None:
     """What one run did, file by file (table run_files), with each upload's HTTP status and
     client-request-id for a support ticket; None when the ledger has no such run."""
-    ledger = _open_existing(settings)
+    ledger = open_ledger(settings)
     try:
         with ledger.session() as session:
             run = repository.get_run(session, run_id)

@@ -70,9 +70,6 @@ class UserIndex:
             if user.user_principal_name:
                 self._by_upn[normalise(user.user_principal_name)] = user
 
-    def __len__(self) -> int:
-        return sum(len(users) for users in self._by_key.values())
-
     def lookup(self, key: str) -> list[User]:
         return self._by_key.get(key, [])
 

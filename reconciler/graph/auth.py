@@ -27,11 +27,10 @@ from azure.identity import (
     ManagedIdentityCredential,
 )
 
+from reconciler.config import AUTH_MODES
 from reconciler.errors import AuthError, ConfigError
 
 log = logging.getLogger("reconciler.graph")
-
-AUTH_MODES: Final = ("managed-identity", "client-secret", "certificate", "azure-cli", "default")
 
 # Graph host → Entra authority host (graph-notes §8). GCC (moderate) uses the global hosts.
 _AUTHORITIES: Final = {

@@ -21,7 +21,6 @@ from reconciler.planner import LedgerView, RecordedFile
 from reconciler.scanner import ScanResult
 
 DELTA_LINK = "users.delta_link"
-USERS_REFRESHED_AT = "users.refreshed_at"
 
 # Rows per INSERT: under SQLite's default 32,766 bound-parameter limit with 9 columns.
 _CHUNK = 2000
