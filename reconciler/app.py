@@ -17,7 +17,6 @@ from reconciler import images, logs
 from reconciler.config import Settings
 from reconciler.errors import ConfigError, DeltaResyncRequired
 from reconciler.executor import ApplyOptions, Executor
-from reconciler.fingerprint import CachedFingerprint
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import GraphClient
 from reconciler.ledger import models, repository
@@ -210,13 +209,14 @@ def _run(
 
 def _observe(settings: Settings, ledger: Ledger) -> tuple[ScanResult, dict[str, int], LedgerView]:
     with ledger.session() as session:
-        cache: dict[str, CachedFingerprint] = repository.fingerprints(session)
+        rows = repository.inbox_rows(session)
+    cache = repository.fingerprints(rows)
     observed = scan(settings.inbox_dir, cache, settle_seconds=settings.settle_seconds)
     with ledger.session() as session:
         # The view is what the ledger knew *before* this scan: comparing against it is how
         # a run tells new and changed files from ones it has already seen.
-        view = repository.ledger_view(session)
-        file_ids = repository.record_scan(session, observed)
+        view = repository.ledger_view(session, rows)
+        file_ids = repository.record_scan(session, observed, rows)
     return observed, file_ids, view
 
 
