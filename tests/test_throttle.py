@@ -277,3 +277,15 @@ def test_limiter_feeds_the_pacer_once_per_event() -> None:
     # 32 writes went out since the first event (30 + the two throttled), over 3 s
     assert pacer.rate == pytest.approx(0.95 * 32 / 3.0)
     assert limiter.limit == 1  # 4, halved to 2, grown to 3 after 16 successes, halved to 1
+
+
+def test_pacer_remembers_only_one_window_of_sends() -> None:
+    # Throttled once, then 10,000 writes over 100 s: a long run must not keep a send time
+    # per write until it ends, only the last window's, which is all it ever measures.
+    clock = FakeClock()
+    pacer = Pacer(window_s=10.0, clock=clock, sleep=clock.sleep)
+    pacer.on_congestion()
+    for _ in range(10_000):
+        clock.now += 0.01
+        pacer.delay()
+    assert len(pacer._sent) <= 1_001

@@ -255,6 +255,7 @@ class TokenProvider:
                 # The credential served the rejected token from its own cache (MSAL caches
                 # until 5 min before expiry); a new credential has an empty cache.
                 log.info("auth %r: credential re-served a rejected token; rebuilding", self.mode)
+                _close(self._credential)
                 self._credential = None
                 fresh = self._fetch()
             if fresh.token == rejected:
@@ -269,9 +270,7 @@ class TokenProvider:
     def close(self) -> None:
         with self._lock:
             credential, self._credential = self._credential, None
-        close = getattr(credential, "close", None)
-        if callable(close):
-            close()
+        _close(credential)
 
     def _fallback(self, cached: _Cached | None, now: float, exc: AuthError) -> str:
         """Keep a still-usable token when an early refresh fails; retry the refresh later."""
@@ -298,3 +297,11 @@ class TokenProvider:
             raise auth_error(self.mode, exc) from exc
         expires = float(access.expires_on)
         return _Cached(access.token, expires, refresh_at(fetched_at, expires))
+
+
+def _close(credential: TokenCredential | None) -> None:
+    # azure-identity credentials hold an HTTP transport; TokenCredential's protocol does not
+    # promise close(), so only call it where it exists.
+    close = getattr(credential, "close", None)
+    if callable(close):
+        close()

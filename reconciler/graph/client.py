@@ -464,15 +464,19 @@ class GraphClient:
         return str(prepared.url)
 
     def _get_json(self, url: str, what: str, params: Mapping[str, str] | None) -> dict[str, Any]:
-        response = self._execute(_Call("GET", url, what, params=params)).response
+        done = self._execute(_Call("GET", url, what, params=params))
         try:
-            payload = response.json()
-        except ValueError as exc:
-            raise TransientGraphError(
-                f"{what}: Graph sent a body that is not JSON", status=response.status_code
-            ) from exc
+            payload = done.response.json()
+        except ValueError:
+            payload = None
         if not isinstance(payload, dict):
-            raise TransientGraphError(f"{what}: unexpected JSON", status=response.status_code)
+            # Like every error we raise, it carries the ids Microsoft support asks for.
+            raise TransientGraphError(
+                f"{what}: Graph sent a body that is not a JSON object",
+                status=done.response.status_code,
+                client_request_id=done.client_request_id,
+                attempts=done.attempts,
+            )
         return payload
 
     def _execute(self, call: _Call) -> _Done:

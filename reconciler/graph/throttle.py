@@ -269,6 +269,7 @@ class Pacer:
                 self._next_slot = slot + (writes - 1) / rate
             if self._since is not None:
                 self._sent.extend([slot] * writes)
+                self._forget_before(now - self._window)
             return slot - now
 
     def wait(self, writes: int = 1) -> None:
@@ -285,12 +286,17 @@ class Pacer:
             span = min(self._window, now - self._since)
             if span < self._min_span or now - self._last_lesson < self._min_span:
                 return
-            while self._sent and self._sent[0] < now - self._window:
-                self._sent.popleft()
+            self._forget_before(now - self._window)
             measured = len(self._sent) / span
             self._rate = max(self._min_rate, self._headroom * measured)
             self._last_lesson = self._rate_set_at = self._next_slot = now
             log.info("throttled: pacing uploads at %.1f/s", self._rate)
+
+    def _forget_before(self, oldest: float) -> None:
+        # Only the last window of sends is ever measured; without this a run throttled once
+        # would keep one entry per write until it ended.
+        while self._sent and self._sent[0] < oldest:
+            self._sent.popleft()
 
     def _current_rate(self, now: float) -> float | None:
         if self._rate is None:
