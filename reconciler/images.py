@@ -259,7 +259,7 @@ def _passthrough(
         and photo.metadata_readable
         and max(photo.width, photo.height) <= max_dimension
         and (crop is None or photo.width == photo.height)
-        and images_color.is_srgb(photo.icc_profile)
+        and images_color.is_srgb(photo.icc_profile, photo.mode)
     ):
         return None
     layout = _jpeg_layout(data)

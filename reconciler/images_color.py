@@ -73,9 +73,11 @@ def to_srgb(im: Image.Image, icc_profile: bytes | None) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def is_srgb(icc_profile: bytes | None) -> bool:
-    """True when pixels tagged with this profile need no conversion to be shown as sRGB."""
-    return icc_profile is None or _transform_to_srgb(icc_profile, "RGB") is None
+def is_srgb(icc_profile: bytes | None, mode: str) -> bool:
+    """True when `mode` pixels tagged with this profile need no conversion to be shown as
+    sRGB. The mode matters: a grey JPEG's profile is a grey one, and passing it to the RGB
+    check would call every grey profile "not RGB, so take the pixels as they are"."""
+    return icc_profile is None or _transform_to_srgb(icc_profile, mode) is None
 
 
 @functools.lru_cache(maxsize=16)
@@ -96,17 +98,26 @@ def _transform_to_srgb(icc_profile: bytes, mode: str) -> ImageCms.ImageCmsTransf
         transform = ImageCms.buildTransform(profile, _SRGB, mode, "RGB")
     except (OSError, ImageCms.PyCMSError, ValueError, TypeError):
         return None
-    if mode == "RGB" and _moves_no_colour(transform):
+    if _moves_no_colour(transform, mode):
         return None
     return transform
 
 
-def _moves_no_colour(transform: ImageCms.ImageCmsTransform) -> bool:
+def _moves_no_colour(transform: ImageCms.ImageCmsTransform, mode: str) -> bool:
     """Decide "is this sRGB?" by behaviour, not by name: profile descriptions vary by vendor
-    and language, while what a profile does to a grid of colours does not."""
+    and language, while what a profile does to a grid of colours does not. A grey profile
+    passes when every level comes out as the same sRGB grey; CMYK never does."""
     levels = (0, 32, 64, 96, 128, 160, 192, 224, 255)
-    grid = bytes(c for r in levels for g in levels for b in levels for c in (r, g, b))
-    probe = Image.frombytes("RGB", (len(levels) ** 3, 1), grid)
-    out = ImageCms.applyTransform(probe, transform)
+    if mode == "RGB":
+        probe = bytes(c for r in levels for g in levels for b in levels for c in (r, g, b))
+        expected = probe
+    elif mode == "L":
+        probe = bytes(range(256))
+        expected = bytes(level for level in probe for _channel in range(3))
+    else:
+        return False
+    bytes_per_pixel = 3 if mode == "RGB" else 1
+    image = Image.frombytes(mode, (len(probe) // bytes_per_pixel, 1), probe)
+    out = ImageCms.applyTransform(image, transform)
     assert out is not None
-    return all(abs(a - b) <= _SRGB_TOLERANCE for a, b in zip(grid, out.tobytes(), strict=True))
+    return all(abs(a - b) <= _SRGB_TOLERANCE for a, b in zip(expected, out.tobytes(), strict=True))

@@ -84,32 +84,35 @@ def srgb_icc() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-def display_p3_icc() -> bytes:
-    """An ICC v2 matrix/TRC profile with Display P3's D50-adapted primaries and the sRGB
-    curve, built tag by tag: ImageCms can only create sRGB, LAB and XYZ profiles."""
+def _s15(v: float) -> bytes:
+    return struct.pack(">i", round(v * 65536))
 
-    def s15(v: float) -> bytes:
-        return struct.pack(">i", round(v * 65536))
 
-    def xyz(x: float, y: float, z: float) -> bytes:
-        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+def _xyz(x: float, y: float, z: float) -> bytes:
+    return b"XYZ " + bytes(4) + _s15(x) + _s15(y) + _s15(z)
 
-    def srgb_curve(c: float) -> float:
+
+def _srgb_curve() -> bytes:
+    def srgb_to_linear(c: float) -> float:
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
 
-    points = [round(srgb_curve(i / 1023) * 65535) for i in range(1024)]
-    curve = b"curv" + bytes(4) + struct.pack(">I", 1024) + struct.pack(">1024H", *points)
-    name = b"Display P3 (test)\x00"
-    desc = b"desc" + bytes(4) + struct.pack(">I", len(name)) + name + bytes(4 + 4 + 2 + 1 + 67)
+    points = [round(srgb_to_linear(i / 1023) * 65535) for i in range(1024)]
+    return b"curv" + bytes(4) + struct.pack(">I", 1024) + struct.pack(">1024H", *points)
+
+
+def _gamma_curve(gamma: float) -> bytes:
+    return b"curv" + bytes(4) + struct.pack(">I", 1) + struct.pack(">H", round(gamma * 256))
+
+
+def _icc(colour_space: bytes, name: str, tags: list[tuple[bytes, bytes]]) -> bytes:
+    """An ICC v2 display profile built tag by tag: ImageCms can only create sRGB, LAB and
+    XYZ profiles."""
+    text = name.encode() + b"\x00"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
     tags = [
         (b"desc", desc),
-        (b"wtpt", xyz(0.9642, 1.0, 0.8249)),
-        (b"rXYZ", xyz(0.5151, 0.2412, -0.0011)),
-        (b"gXYZ", xyz(0.2920, 0.6922, 0.0419)),
-        (b"bXYZ", xyz(0.1571, 0.0666, 0.7841)),
-        (b"rTRC", curve),
-        (b"gTRC", curve),
-        (b"bTRC", curve),
+        (b"wtpt", _xyz(0.9642, 1.0, 0.8249)),
+        *tags,
         (b"cprt", b"text" + bytes(4) + b"none\x00"),
     ]
     offset = 128 + 4 + 12 * len(tags)
@@ -122,10 +125,33 @@ def display_p3_icc() -> bytes:
     header = bytearray(128)
     struct.pack_into(">I", header, 0, 128 + len(body))
     header[8:12] = b"\x02\x10\x00\x00"
-    header[12:24] = b"mntrRGB XYZ "
+    header[12:24] = b"mntr" + colour_space + b"XYZ "
     header[36:40] = b"acsp"
-    header[68:80] = s15(0.9642) + s15(1.0) + s15(0.8249)
+    header[68:80] = _s15(0.9642) + _s15(1.0) + _s15(0.8249)
     return bytes(header) + body
+
+
+def display_p3_icc() -> bytes:
+    """Display P3's D50-adapted primaries with the sRGB curve."""
+    curve = _srgb_curve()
+    return _icc(
+        b"RGB ",
+        "Display P3 (test)",
+        [
+            (b"rXYZ", _xyz(0.5151, 0.2412, -0.0011)),
+            (b"gXYZ", _xyz(0.2920, 0.6922, 0.0419)),
+            (b"bXYZ", _xyz(0.1571, 0.0666, 0.7841)),
+            (b"rTRC", curve),
+            (b"gTRC", curve),
+            (b"bTRC", curve),
+        ],
+    )
+
+
+def grey_icc(curve: bytes) -> bytes:
+    """A grey profile, as Photoshop embeds in every greyscale JPEG ("Dot Gain 20%", "Gray
+    Gamma 2.2"); its tone curve decides how light each level is."""
+    return _icc(b"GRAY", "Grey (test)", [(b"kTRC", curve)])
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -470,6 +496,35 @@ def test_display_p3_is_converted_to_srgb(tmp_path: Path) -> None:
 def test_srgb_icc_is_just_stripped(tmp_path: Path) -> None:
     data = encode(marked((400, 300)), quality=90, icc_profile=srgb_icc())
     prepared = prepare(write(tmp_path, "srgb.jpg", data))
+    assert prepared.path == "stripped"
+    assert_clean(prepared)
+
+
+def test_a_grey_profile_is_converted_even_when_the_photo_could_pass_through(
+    tmp_path: Path,
+) -> None:
+    # Linear grey: level 128 means a much lighter grey than sRGB's 128.
+    icc = grey_icc(_gamma_curve(1.0))
+    im = Image.new("L", (400, 400), 128)
+    path = write(tmp_path, "grey.jpg", encode(im, quality=95, icc_profile=icc))
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    reference = ImageCms.profileToProfile(
+        im, profile, ImageCms.createProfile("sRGB"), outputMode="RGB"
+    )
+    assert reference is not None
+    expected = reference.getpixel((0, 0))
+    assert isinstance(expected, tuple) and expected[0] - 128 >= 10
+
+    prepared = prepare(path)
+
+    assert prepared.path == "reencoded"
+    assert near(decoded(prepared).convert("RGB").getpixel((200, 200)), expected, 3)  # type: ignore[arg-type]
+    assert_clean(prepared)
+
+
+def test_a_grey_profile_with_the_srgb_curve_is_just_stripped(tmp_path: Path) -> None:
+    data = encode(Image.new("L", (400, 300), 128), quality=90, icc_profile=grey_icc(_srgb_curve()))
+    prepared = prepare(write(tmp_path, "srgb-grey.jpg", data))
     assert prepared.path == "stripped"
     assert_clean(prepared)
 
