@@ -19,7 +19,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ManagedIdentityCredential
 from PIL import Image
 
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.graph.emulator import GraphEmulator, identity_environment
 from tests.conftest import jpeg_bytes
 
 SELECT = "id,displayName,userPrincipalName,accountEnabled,userType"
@@ -116,6 +116,26 @@ def test_arc_challenge_flow_leaves_no_trace(monkeypatch: pytest.MonkeyPatch) -> 
         )
         assert ok.status_code == 200
     assert {p: p.exists() and sorted(os.listdir(p)) for p in watched} == before
+
+
+def test_imds_token_from_azure_identity_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An Azure VM or a hybrid worker on one: the credential asks IMDS, which the emulator
+    # stands in for through the authority host azure-identity lets us point elsewhere.
+    with GraphEmulator() as emu:
+        wanted = identity_environment(os.environ, emu.imds_env())
+        for name in set(os.environ) - set(wanted):
+            monkeypatch.delenv(name)
+        for name, value in wanted.items():
+            monkeypatch.setenv(name, value)
+        token = ManagedIdentityCredential().get_token(f"{emu.url}/.default")
+        [imds_call] = [r for r in emu.requests() if r.token_request]
+        assert imds_call.path == "/metadata/identity/oauth2/token"
+        assert imds_call.headers["metadata"] == "true"
+        assert imds_call.query["resource"] == emu.url
+        ok = requests.get(
+            f"{emu.url}/v1.0/users", headers={"Authorization": f"Bearer {token.token}"}
+        )
+        assert ok.status_code == 200
 
 
 def test_missing_and_unknown_tokens_get_graphs_401(emulator: GraphEmulator) -> None:

@@ -66,10 +66,14 @@ def parse_select(raw: str | None, *, collection: bool = True) -> tuple[str, ...]
     return tuple(dict.fromkeys(["id", *names]))
 
 
+def is_eventual(req: EmuRequest) -> bool:
+    """The request carries the header `ConsistencyLevel: eventual`."""
+    return (req.header("ConsistencyLevel") or "").strip().lower() == "eventual"
+
+
 def is_advanced(req: EmuRequest) -> bool:
     """Advanced query parameters = header ConsistencyLevel: eventual AND $count=true."""
-    consistency = (req.header("ConsistencyLevel") or "").strip().lower()
-    return consistency == "eventual" and (req.option("$count") or "").lower() == "true"
+    return is_eventual(req) and (req.option("$count") or "").lower() == "true"
 
 
 # -- $filter ------------------------------------------------------------------------------

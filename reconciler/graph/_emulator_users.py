@@ -34,6 +34,7 @@ from reconciler.graph._emulator_odata import (
     check_filter,
     id_filter,
     is_advanced,
+    is_eventual,
     matches,
     parse_filter,
     parse_orderby,
@@ -186,13 +187,14 @@ class UserRoutes:
         self._refuse_search(req)
         token = req.option("$skiptoken")
         if token is not None:
-            cursor_id, offset = self._resume_list(token)
+            cursor_id, cursor, offset = self._resume_list(token)
         else:
-            cursor_id, offset = self._lists.put(self._snapshot(node, order, select)), 0
-        return self._list_page(req, cursor_id, offset, top, advanced and token is None)
+            cursor = self._snapshot(node, order, select)
+            cursor_id, offset = self._lists.put(cursor), 0
+        return self._list_page(req, cursor_id, cursor, offset, top, advanced and token is None)
 
     def count(self, req: EmuRequest) -> EmuResponse:
-        if (req.header("ConsistencyLevel") or "").lower() != "eventual":
+        if not is_eventual(req):
             raise bad_request("$count is not currently supported.")
         node = self._filter(req, advanced=True)
         total = sum(1 for r in self._tenant.records() if node is None or matches(node, r.props))
@@ -243,7 +245,7 @@ class UserRoutes:
     def _refuse_search(self, req: EmuRequest) -> None:
         if req.option("$search") is None:
             return
-        if (req.header("ConsistencyLevel") or "").lower() != "eventual":
+        if not is_eventual(req):
             raise unsupported_query(
                 "Request with $search query parameter only works through MSGraph with a special "
                 "request header: 'ConsistencyLevel: eventual'"
@@ -264,23 +266,23 @@ class UserRoutes:
             records = present + [r for r in records if r.props.get(prop) is None]
         return ListCursor(records, select)
 
-    def _resume_list(self, token: str) -> tuple[str, int]:
+    def _resume_list(self, token: str) -> tuple[str, ListCursor, int]:
         parsed = _read_page_token(token)
-        if parsed is None or self._lists.get(parsed[0]) is None:
+        cursor = self._lists.get(parsed[0]) if parsed is not None else None
+        if parsed is None or cursor is None:
             raise bad_request("The $skiptoken is invalid or has expired.")
-        return parsed
+        cursor_id, offset = parsed
+        return cursor_id, cursor, offset
 
     def _list_page(
         self,
         req: EmuRequest,
         cursor_id: str,
+        cursor: ListCursor,
         offset: int,
         top: int,
         with_count: bool,
     ) -> EmuResponse:
-        cursor = self._lists.get(cursor_id)
-        if cursor is None:
-            raise bad_request("The $skiptoken is invalid or has expired.")
         base = self._base_url()
         page = cursor.records[offset : offset + top]
         head: dict[str, Any] = {"@odata.context": _context(base, cursor.select)}
@@ -307,10 +309,10 @@ class UserRoutes:
                 raise _sync_state_not_found()
             return self._delta_page(req, cursor, cursor_id, int(offset))
         if deltatoken and deltatoken.lower() == "latest":
+            # No changes, only a deltaLink from now on: an empty round that ends at once.
             select, ids = self._delta_scope(req)
-            state = DeltaState(self._tenant.seq, select, ids, self._clock())
-            return self._delta_link_only(state)
-        if deltatoken:
+            cursor = DeltaCursor([], None, select, ids, self._tenant.seq)
+        elif deltatoken:
             cursor = self._next_round(req, self._delta_state(deltatoken))
         else:
             cursor = self._initial_round(req)
@@ -376,14 +378,6 @@ class UserRoutes:
             state = DeltaState(cursor.end_seq, cursor.select, cursor.ids, self._clock())
             head["@odata.deltaLink"] = self._delta_url("$deltatoken", self._delta_states.put(state))
         return _envelope(head, items)
-
-    def _delta_link_only(self, state: DeltaState) -> EmuResponse:
-        link = self._delta_url("$deltatoken", self._delta_states.put(state))
-        head = {
-            "@odata.context": _context(self._base_url(), state.select),
-            "@odata.deltaLink": link,
-        }
-        return _envelope(head, [])
 
     def _delta_url(self, name: str, token: str) -> str:
         return f"{self._base_url()}/v1.0/users/delta?{name}={token}"
