@@ -99,6 +99,8 @@ _Path = Literal["original", "stripped", "reencoded"]
 
 _HEIF_HINT = "pip install 'photosync[heif]'"
 
+_EMPTY = "the file is empty (0 bytes); copy the photo into the folder again"
+
 
 def prepare(
     source: Path,
@@ -111,11 +113,31 @@ def prepare(
 
     A max_bytes or max_dimension below 1 is the caller's mistake: ValueError.
     """
+    return prepare_bytes(_read(source), max_bytes=max_bytes, max_dimension=max_dimension, crop=crop)
+
+
+def prepare_bytes(
+    data: bytes,
+    *,
+    max_bytes: int = 4_194_304,
+    max_dimension: int = 648,
+    crop: str | None = None,
+) -> PreparedImage:
+    """The JPEG to upload for a file whose content is `data`; what `prepare` gives for it.
+
+    For a caller that has already read the file (to hash it), so the upload is made from
+    exactly the bytes it hashed. Raises ImageError (and nothing else) if they are unusable;
+    a max_bytes or max_dimension below 1, or a crop other than "square" or None, is the
+    caller's mistake: ValueError.
+    """
     if max_bytes < 1 or max_dimension < 1:
         raise ValueError(
             f"max_bytes and max_dimension must be positive: {max_bytes}, {max_dimension}"
         )
-    data = _read(source)
+    if crop not in (None, "square"):
+        raise ValueError(f"crop must be 'square' or None, not {crop!r}")
+    if not data:
+        raise ImageError(_EMPTY)
     try:
         with _pillow_warnings(), _open(data) as im:
             photo = _inspect(im)
@@ -182,7 +204,7 @@ def _read(source: Path) -> bytes:
             "restricted, then try again"
         ) from exc
     if not data:
-        raise ImageError("the file is empty (0 bytes); copy the photo into the folder again")
+        raise ImageError(_EMPTY)
     return data
 
 

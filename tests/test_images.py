@@ -19,7 +19,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from reconciler import images_jpeg
 from reconciler.errors import ImageError
-from reconciler.images import SUPPORTED_SUFFIXES, heif_available, prepare
+from reconciler.images import SUPPORTED_SUFFIXES, heif_available, prepare, prepare_bytes
 from reconciler.model import PreparedImage
 
 RED = (255, 0, 0)
@@ -673,6 +673,33 @@ def test_concurrent_calls_give_the_same_bytes(tmp_path: Path) -> None:
     with ThreadPoolExecutor(4) as pool:
         concurrent = list(pool.map(lambda p: prepare(p).data, sources * 3))
     assert concurrent == sequential * 3
+
+
+# From bytes already read: the executor hashes a file and uploads from exactly those bytes.
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "crop"),
+    [
+        ("fits.jpg", encode(marked((600, 400)), quality=90), None),
+        ("meta.jpg", encode(marked((600, 400)), quality=90, comment=b"from HR"), None),
+        ("big.png", encode(marked((1500, 1000)), "PNG"), "square"),
+    ],
+)
+def test_prepare_bytes_gives_what_prepare_gives(
+    tmp_path: Path, name: str, data: bytes, crop: str | None
+) -> None:
+    from_file = prepare(write(tmp_path, name, data), crop="square" if crop else None)
+    from_bytes = prepare_bytes(data, max_bytes=4_194_304, max_dimension=648, crop=crop)
+    assert from_bytes == from_file
+    assert from_bytes.source_bytes == len(data)
+
+
+def test_prepare_bytes_rejects_empty_and_unknown_crop() -> None:
+    with pytest.raises(ImageError, match="empty"):
+        prepare_bytes(b"", max_bytes=1000, max_dimension=100, crop=None)
+    with pytest.raises(ValueError, match="crop"):
+        prepare_bytes(b"x", max_bytes=1000, max_dimension=100, crop="circle")
 
 
 # HEIC/HEIF.
