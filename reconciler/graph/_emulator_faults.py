@@ -37,6 +37,12 @@ class Faults:
     # Called with the user id after a photo is stored and before the response is sent: lets
     # a test kill the client at the exact instant "uploaded, but not yet told so".
     after_photo_stored: Callable[[str], None] | None = None
+    # Graph's weakest documented promises (see the emulator module docstring and
+    # docs/graph-behaviour.md): "selected" | "changed" | "sparse".
+    delta_items: str = "selected"
+    latest_forgets_select: bool = False
+    hide_restores: bool = False
+    replication_lag_s: float = 0.0
 
 
 def retry_after_value(seconds: float, fractional: bool) -> tuple[str, float]:

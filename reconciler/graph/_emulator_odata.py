@@ -39,6 +39,9 @@ FILTER_SUPPORT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "department": (_STRING_DEFAULT, _STRING_ADVANCED),
 }
 DEFAULT_ORDERBY = frozenset({"displayName", "userPrincipalName"})
+# Without advanced query parameters a filter may hold at most this many expressions
+# (docs/graph-behaviour.md, "Filter expression limit").
+MAX_DEFAULT_EXPRESSIONS = 15
 
 
 def property_name(name: str) -> str:
@@ -245,8 +248,28 @@ def check_filter(node: Node, *, advanced: bool) -> None:
     )
 
 
+def expression_count(node: Node) -> int:
+    """Expressions as Graph counts them: each value of an `in` list, each operand of and/or."""
+    if isinstance(node, Clause):
+        return len(node.values) if node.op == "in" else 1
+    if isinstance(node, Not):
+        return expression_count(node.operand)
+    return sum(expression_count(item) for item in node.items)
+
+
+def check_expression_limit(node: Node, *, advanced: bool) -> None:
+    count = expression_count(node)
+    if count > MAX_DEFAULT_EXPRESSIONS and not advanced:
+        raise unsupported_query(
+            "Too many child clauses specified in search filter expression containing 'OR' "
+            f"operators: {count}. Max allowed: {MAX_DEFAULT_EXPRESSIONS}."
+        )
+
+
 def _fold(value: Any) -> Any:
-    return value.casefold() if isinstance(value, str) else value
+    # lower(), not casefold(): the directory ignores case letter by letter, and casefold would
+    # make "Strauß" equal "Strauss", a match Graph never makes.
+    return value.lower() if isinstance(value, str) else value
 
 
 def _compare(op: str, actual: Any, expected: Any) -> bool:
@@ -270,7 +293,7 @@ def _clause_matches(clause: Clause, props: Mapping[str, Any]) -> bool:
         if not isinstance(actual, str) or not isinstance(clause.values[0], str):
             return False
         method = str.startswith if clause.op == "startswith" else str.endswith
-        return method(actual.casefold(), clause.values[0].casefold())
+        return method(actual.lower(), clause.values[0].lower())
     return _compare(clause.op, actual, clause.values[0])
 
 

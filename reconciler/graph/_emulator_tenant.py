@@ -3,6 +3,8 @@
 Every mutation takes the next sequence number. A user remembers the number at which it was
 created and at which each property last changed, and the log lists which user each number
 touched, so "what changed since token N" costs the size of the change, not of the tenant.
+A user also remembers when (by the tenant's clock) it was created, for replication lag, and
+a restored user the number of its restore, so delta can choose to hide it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import json
 import os
 import re
 import threading
+import time
 import unicodedata
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -48,6 +51,9 @@ HIDDEN_PROPERTIES: tuple[str, ...] = (
     "proxyAddresses",
     "usageLocation",
     "onPremisesSyncEnabled",
+    # Set for external (B2B) accounts only: "Invitation" and "Accepted" once redeemed.
+    "creationType",
+    "externalUserState",
 )
 # Real user properties that Graph refuses to return from a collection (501).
 SINGLE_ENTITY_PROPERTIES: frozenset[str] = frozenset(
@@ -95,6 +101,10 @@ class UserRecord:
     created_seq: int
     # Properties changed after creation, with the sequence number of their last change.
     changed_seq: Mapping[str, int] = field(default_factory=dict)
+    # When it was created, by the tenant's clock (epoch seconds): replication lag reads it.
+    created_at: float = 0.0
+    # The sequence number of its latest restore from deleted items; 0 if never restored.
+    restored_seq: int = 0
     _json_cache: dict[tuple[Any, ...], bytes] = field(default_factory=dict, compare=False)
 
     @property
@@ -105,6 +115,17 @@ class UserRecord:
         if prop in self.changed_seq:
             return self.changed_seq[prop]
         return self.created_seq if prop in self.props or prop == "id" else 0
+
+    def changed_since(
+        self, select: Sequence[str], since: int, *, hide_restore: bool = False
+    ) -> list[str]:
+        """The selected properties changed after `since`; with `hide_restore`, those whose
+        last change was the restore count as unchanged."""
+        return [
+            p
+            for p in select
+            if (seq := self.seq_of(p)) > since and not (hide_restore and seq == self.restored_seq)
+        ]
 
     def project(self, select: Sequence[str], *, omit_null: bool = False) -> dict[str, Any]:
         if omit_null:
@@ -152,16 +173,26 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", ".", ascii_text.lower()).strip(".") or "user"
 
 
+def external_upn(mail: str | None, display_name: str | None, domain: str) -> str:
+    """The UPN Entra gives an invited account: its own address with `@` as `_`, then
+    `#EXT#@` and the inviting tenant's domain (jane@fabrikam.com -> jane_fabrikam.com#EXT#@...)."""
+    local = mail.replace("@", "_") if mail else slug(display_name or "guest")
+    return f"{local}#EXT#@{domain}"
+
+
 class Tenant:
     """Thread-safe store of users and photos. Methods take and return Graph property names."""
 
-    def __init__(self, domain: str = "contoso.com") -> None:
+    def __init__(self, domain: str = "contoso.com", clock: Callable[[], float] = time.time) -> None:
         self.domain = domain
+        self._clock = clock
         self._lock = threading.RLock()
         self._seq = 0
         self._users: dict[str, UserRecord] = {}
         self._by_upn: dict[str, str] = {}
         self._tombstones: dict[str, Tombstone] = {}
+        # Soft-deleted users as they were when deleted, so they can be restored.
+        self._deleted: dict[str, UserRecord] = {}
         self._log_seqs: list[int] = []
         self._log_ids: list[str] = []
         self._photos: dict[str, StoredPhoto] = {}
@@ -182,9 +213,18 @@ class Tenant:
         account_enabled: bool = True,
         user_type: str = "Member",
         id: str | None = None,
+        external: bool = False,
     ) -> str:
+        """One user. `external=True` makes a B2B account as cross-tenant synchronisation
+        does: a guest-style UPN (from `mail`, else the name), userType as given (Member by
+        default), creationType "Invitation", externalUserState "Accepted"."""
         with self._lock:
-            upn = user_principal_name or self._free_upn(slug(display_name or "user"))
+            if user_principal_name is not None:
+                upn = user_principal_name
+            elif external:
+                upn = external_upn(mail, display_name, self.domain)
+            else:
+                upn = self._free_upn(slug(display_name or "user"))
             props = {
                 "id": id or str(uuid.uuid4()),
                 "displayName": display_name,
@@ -194,6 +234,8 @@ class Tenant:
                 "employeeId": employee_id,
                 "accountEnabled": account_enabled,
                 "userType": user_type,
+                "creationType": "Invitation" if external else None,
+                "externalUserState": "Accepted" if external else None,
             }
             return self._insert(props)
 
@@ -202,6 +244,7 @@ class Tenant:
         base = slug(prefix)
         ids: list[str] = []
         created = _now_iso()
+        created_at = self._clock()
         fresh_ids = iter(_uuid4s(count))
         with self._lock:
             while len(ids) < count:
@@ -221,7 +264,7 @@ class Tenant:
                     "businessPhones": [],
                     "createdDateTime": created,
                 }
-                ids.append(self._insert(props))
+                ids.append(self._insert(props, created_at))
         return ids
 
     def update_user(self, user_id: str, **graph_props: Any) -> None:
@@ -259,8 +302,33 @@ class Tenant:
             if record is not None:
                 del self._by_upn[str(record.props["userPrincipalName"]).lower()]
                 self._records_cache = None
+            if permanent:
+                self._deleted.pop(user_id, None)
+            elif record is not None:
+                self._deleted[user_id] = record
             reason: RemovedReason = "deleted" if permanent else "changed"
             self._tombstones[user_id] = Tombstone(user_id, self._next_seq(user_id), reason)
+
+    def restore_user(self, user_id: str) -> None:
+        """Bring a soft-deleted user back from deleted items: same id, same properties as when
+        it was deleted. KeyError if it is not soft-deleted; ValueError if another user has
+        taken its userPrincipalName meanwhile (Entra refuses such a restore too)."""
+        with self._lock:
+            record = self._deleted.get(user_id)
+            if record is None:
+                raise KeyError(user_id)
+            upn = str(record.props["userPrincipalName"])
+            self._check_upn_free(upn, user_id)
+            del self._deleted[user_id]
+            del self._tombstones[user_id]
+            seq = self._next_seq(user_id)
+            # Every property it has is news to a client that saw it removed.
+            changed_seq = {**record.changed_seq, **dict.fromkeys(record.props, seq)}
+            self._users[user_id] = replace(
+                record, changed_seq=changed_seq, restored_seq=seq, _json_cache={}
+            )
+            self._by_upn[upn.lower()] = user_id
+            self._records_cache = None
 
     def store_photo(
         self, user_id: str, data: bytes, content_type: str, size: tuple[int, int], detected: str
@@ -292,6 +360,10 @@ class Tenant:
     def photo_writes(self, user_id: str) -> int:
         """How many uploads for this user succeeded (failed or throttled ones do not count)."""
         return self._photo_writes.get(user_id, 0)
+
+    def record(self, user_id: str) -> UserRecord | None:
+        """The current version of one user, or None if it does not exist (now)."""
+        return self._users.get(user_id)
 
     def resolve(self, key: str) -> UserRecord | None:
         """Find a user by id or userPrincipalName, as Graph's /users/{key} does."""
@@ -332,7 +404,7 @@ class Tenant:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _insert(self, props: dict[str, Any]) -> str:
+    def _insert(self, props: dict[str, Any], created_at: float | None = None) -> str:
         user_id = str(props["id"])
         if user_id in self._users:
             raise ValueError(f"a user with id {user_id} already exists")
@@ -341,9 +413,11 @@ class Tenant:
         props.setdefault("businessPhones", [])
         props.setdefault("createdDateTime", _now_iso())
         clean = {k: v for k, v in props.items() if v is not None}
-        self._users[user_id] = UserRecord(clean, self._next_seq(user_id))
+        at = self._clock() if created_at is None else created_at
+        self._users[user_id] = UserRecord(clean, self._next_seq(user_id), created_at=at)
         self._records_cache = None
         self._tombstones.pop(user_id, None)
+        self._deleted.pop(user_id, None)
         self._by_upn[upn.lower()] = user_id
         return user_id
 

@@ -3,6 +3,10 @@
 Paging state lives on the server behind opaque tokens: a listing snapshots the matching users
 once, and every page is a slice of that snapshot joined from per-user cached JSON, so a page
 costs its own size whatever the tenant's.
+
+The switches in `Faults` that make these routes keep only Graph's weakest promises act here:
+`replication_lag_s` (young users are invisible everywhere), `delta_items` (how much a later
+delta item carries), `hide_restores` and `latest_forgets_select`. See docs/graph-behaviour.md.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from reconciler.graph._emulator_http import (
 from reconciler.graph._emulator_odata import (
     DEFAULT_ORDERBY,
     Node,
+    check_expression_limit,
     check_filter,
     id_filter,
     is_advanced,
@@ -52,6 +57,7 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 999
 DELTA_PAGE = 200
 DELTA_TOKEN_LIFETIME_S = 7 * 24 * 3600
+DELTA_ITEM_MODES = frozenset({"selected", "changed", "sparse"})
 
 T = TypeVar("T")
 
@@ -138,6 +144,9 @@ class DeltaState:
     select: tuple[str, ...]
     ids: tuple[str, ...]
     issued_at: float
+    # Users created by `seq` but still invisible (replication lag) when the round ended: the
+    # next round must report them once they show, although their changes are older than `seq`.
+    pending: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,11 @@ class DeltaCursor:
     ids: tuple[str, ...]
     end_seq: int
     minimal: bool = False
+    items: str = "selected"  # Faults.delta_items when the round started
+    hide_restores: bool = False
+    # Users that were pending and are visible now: reported as new objects.
+    fresh: frozenset[str] = frozenset()
+    pending: frozenset[str] = frozenset()
 
 
 def _sync_state_not_found() -> ApiError:
@@ -197,12 +211,12 @@ class UserRoutes:
         if not is_eventual(req):
             raise bad_request("$count is not currently supported.")
         node = self._filter(req, advanced=True)
-        total = sum(1 for r in self._tenant.records() if node is None or matches(node, r.props))
+        total = sum(1 for r in self._visible_records() if node is None or matches(node, r.props))
         return EmuResponse(200, {"Content-Type": "text/plain"}, str(total).encode())
 
     def get_user(self, req: EmuRequest, key: str) -> EmuResponse:
         record = self._tenant.resolve(key)
-        if record is None:
+        if record is None or not self._is_visible(record):
             raise not_found(key)
         select = parse_select(req.option("$select"), collection=False)
         payload = {"@odata.context": f"{_context(self._base_url(), select)}/$entity"}
@@ -229,6 +243,7 @@ class UserRoutes:
             return None
         node = parse_filter(text)
         check_filter(node, advanced=advanced)
+        check_expression_limit(node, advanced=advanced)
         return node
 
     def _orderby(
@@ -255,7 +270,7 @@ class UserRoutes:
     def _snapshot(
         self, node: Node | None, order: tuple[str, bool] | None, select: tuple[str, ...]
     ) -> ListCursor:
-        records = self._tenant.records()
+        records = self._visible_records()
         if node is not None:
             records = [r for r in records if matches(node, r.props)]
         if order is not None:
@@ -295,6 +310,30 @@ class UserRoutes:
             head["@odata.nextLink"] = f"{base}/v1.0/users?{query}"
         return _envelope(head, [r.json_for(cursor.select) for r in page])
 
+    # -- replication lag ------------------------------------------------------------------
+
+    def _visible_since(self) -> float | None:
+        """Users created after this moment are not replicated yet; None: no lag."""
+        lag = self._faults.replication_lag_s
+        return self._clock() - lag if lag > 0 else None
+
+    def _is_visible(self, record: UserRecord) -> bool:
+        cutoff = self._visible_since()
+        return cutoff is None or record.created_at <= cutoff
+
+    def _visible_records(self) -> list[UserRecord]:
+        records = self._tenant.records()
+        cutoff = self._visible_since()
+        if cutoff is None:
+            return records
+        return [r for r in records if r.created_at <= cutoff]
+
+    def _invisible_ids(self) -> frozenset[str]:
+        cutoff = self._visible_since()
+        if cutoff is None:
+            return frozenset()
+        return frozenset(r.id for r in self._tenant.records() if r.created_at > cutoff)
+
     # -- /users/delta ---------------------------------------------------------------------
 
     def delta(self, req: EmuRequest) -> EmuResponse:
@@ -311,7 +350,11 @@ class UserRoutes:
         if deltatoken and deltatoken.lower() == "latest":
             # No changes, only a deltaLink from now on: an empty round that ends at once.
             select, ids = self._delta_scope(req)
-            cursor = DeltaCursor([], None, select, ids, self._tenant.seq)
+            if self._faults.latest_forgets_select:
+                select = DEFAULT_PROPERTIES
+            end = self._tenant.seq
+            pending = self._invisible_ids()
+            cursor = DeltaCursor([], None, select, ids, end, pending=pending)
         elif deltatoken:
             cursor = self._next_round(req, self._delta_state(deltatoken))
         else:
@@ -348,18 +391,55 @@ class UserRoutes:
         if ids:
             wanted = set(ids)
             changes = [c for c in changes if c.id in wanted]
-        return DeltaCursor(changes, None, select, ids, end)
+        shown, pending = self._split_visible(changes)
+        return DeltaCursor(shown, None, select, ids, end, pending=pending)
 
     def _next_round(self, req: EmuRequest, state: DeltaState) -> DeltaCursor:
         # A new $select on a deltaLink is allowed for directory objects (graph-notes §2.2).
         select = parse_select(req.option("$select")) if req.option("$select") else state.select
+        items = self._faults.delta_items
+        if items not in DELTA_ITEM_MODES:
+            raise ApiError(
+                500,
+                "generalException",
+                f"Emulator setting delta_items is {items!r}; use selected, changed or sparse.",
+            )
+        hide = self._faults.hide_restores
         changes, end = self._tenant.changes_since(state.seq)
-        wanted = set(state.ids)
-        kept = [
-            c for c in changes if (not wanted or c.id in wanted) and _surfaces(c, select, state.seq)
+        touched = {c.id for c in changes}
+        # Users that were still replicating when the last round ended, untouched since.
+        late = [
+            r
+            for user_id in state.pending
+            if user_id not in touched and (r := self._tenant.record(user_id)) is not None
         ]
+        wanted = set(state.ids)
+        candidates = [
+            c
+            for c in [*late, *changes]
+            if (not wanted or c.id in wanted)
+            and (c.id in state.pending or _surfaces(c, select, state.seq, hide))
+        ]
+        shown, pending = self._split_visible(candidates)
+        fresh = frozenset(c.id for c in shown if c.id in state.pending)
         minimal = _prefer(req).get("return") == "minimal"
-        return DeltaCursor(kept, state.seq, select, state.ids, end, minimal)
+        return DeltaCursor(
+            shown, state.seq, select, state.ids, end, minimal, items, hide, fresh, pending
+        )
+
+    def _split_visible(self, changes: list[Change]) -> tuple[list[Change], frozenset[str]]:
+        """The changes a round may show, and the ids of the users still replicating."""
+        cutoff = self._visible_since()
+        if cutoff is None:
+            return changes, frozenset()
+        shown: list[Change] = []
+        hidden: set[str] = set()
+        for change in changes:
+            if isinstance(change, UserRecord) and change.created_at > cutoff:
+                hidden.add(change.id)
+            else:
+                shown.append(change)
+        return shown, frozenset(hidden)
 
     def _delta_page(
         self, req: EmuRequest, cursor: DeltaCursor, cursor_id: str | None, offset: int
@@ -375,7 +455,9 @@ class UserRoutes:
             cursor_id = cursor_id or self._delta_pages.put(cursor)
             head["@odata.nextLink"] = self._delta_url("$skiptoken", f"{cursor_id}.{end}")
         else:
-            state = DeltaState(cursor.end_seq, cursor.select, cursor.ids, self._clock())
+            state = DeltaState(
+                cursor.end_seq, cursor.select, cursor.ids, self._clock(), cursor.pending
+            )
             head["@odata.deltaLink"] = self._delta_url("$deltatoken", self._delta_states.put(state))
         return _envelope(head, items)
 
@@ -401,11 +483,12 @@ class UserRoutes:
         )
 
 
-def _surfaces(change: Change, select: tuple[str, ...], since: int) -> bool:
-    """Only tracked (selected) properties make a user show up in a later round."""
+def _surfaces(change: Change, select: tuple[str, ...], since: int, hide_restores: bool) -> bool:
+    """Only tracked (selected) properties make a user show up in a later round; with
+    `hide_restores`, a restore from deleted items does not either (docs/graph-behaviour.md)."""
     if isinstance(change, Tombstone):
         return True
-    return any(change.seq_of(p) > since for p in select)
+    return bool(change.changed_since(select, since, hide_restore=hide_restores))
 
 
 def _render(change: Change, cursor: DeltaCursor) -> bytes:
@@ -414,8 +497,17 @@ def _render(change: Change, cursor: DeltaCursor) -> bytes:
     if cursor.since is None:
         return change.json_for(cursor.select, omit_null=True)
     since = cursor.since
-    changed = [p for p in cursor.select if change.seq_of(p) > since]
-    if cursor.minimal:
+    created = change.id in cursor.fresh or change.created_seq > since
+    if created and cursor.items == "sparse":
+        # Graph promises a new object "at least" its changed properties; the weakest reading
+        # is an id and a name, the rest to be looked up.
+        sparse = [p for p in ("id", "displayName") if p in cursor.select or p == "id"]
+        return json.dumps(change.project(sparse, omit_null=True)).encode()
+    if change.id in cursor.fresh:
+        # Never reported before (it was still replicating): everything it has.
+        return change.json_for(cursor.select, omit_null=True)
+    changed = change.changed_since(cursor.select, since, hide_restore=cursor.hide_restores)
+    if cursor.minimal or cursor.items != "selected":
         payload = change.project(["id", *changed])
     else:
         # All selected properties that have a value, plus those just cleared to null.

@@ -14,6 +14,38 @@ Private modules, one job each: `_emulator_http` (request/response values), `_emu
 (the directory), `_emulator_odata` (query options), `_emulator_users`, `_emulator_photos`,
 `_emulator_batch` (routes), `_emulator_router`, `_emulator_auth` (tokens),
 `_emulator_faults` (injected trouble), `_emulator_server` (the socket side).
+
+Graph's weakest documented promises, as switches on `emu.faults` (all off by default, so the
+emulator behaves like Graph's friendliest examples until a test asks otherwise; each may be
+changed while the emulator runs; docs/graph-behaviour.md says where each comes from):
+
+- `delta_items` ("selected"): how much a user item in a delta round after the first carries.
+  "selected" = every selected property it has, plus changed ones cleared to null. "changed" =
+  only `id` and the properties changed since the last round (cleared ones as null), whatever
+  the Prefer header says. "sparse" = like "changed", and a user created since the last round
+  carries only `id` and `displayName`.
+- `latest_forgets_select` (False): a deltaLink from `$deltatoken=latest` tracks only the
+  default properties, whatever `$select` it was asked with: changes to accountEnabled,
+  userType, employeeId, mailNickname never surface in the rounds that follow it, and its
+  items carry default properties only.
+- `hide_restores` (False): a user brought back with `emu.tenant.restore_user(id)` never shows
+  in a delta round from an earlier deltaLink (a fresh initial round lists it, as it lists
+  every current user); `/users`, `$filter` and `/users/{id}` show it at once.
+  Off, the restore arrives in the next round as an ordinary object without `@removed`.
+- `replication_lag_s` (0.0): a user created less than this many seconds ago by `emu.now()`
+  (move it with `emu.advance_clock()`) is invisible to `/users`, `$filter`, `$count`,
+  `/users/{id}` (404 Request_ResourceNotFound) and delta; once visible it is in the listing
+  and in the first delta round that follows, whenever the deltaLink was issued.
+
+External (B2B) members: `emu.tenant.add_user(name, mail=..., external=True)` gives the
+`mail_fabrikam.com#EXT#@domain` UPN, creationType "Invitation", externalUserState "Accepted"
+(both returned only with `$select`, null for everyone else).
+
+Always on, as Graph: a `$filter` of more than 15 expressions (each value of an `in` list, each
+operand of `and`/`or`) is refused with 400 Request_UnsupportedQuery unless advanced query
+parameters (ConsistencyLevel: eventual and $count=true) are present; string comparison
+ignores case without folding one letter into two (ß is not ss); query strings decode `+` as
+a space and `%2B` as a plus.
 """
 
 from __future__ import annotations
@@ -110,11 +142,13 @@ class GraphEmulator:
         port: int = 0,
         arc_key_files: ArcKeyFiles | None = None,
     ) -> None:
-        self.tenant = Tenant()
+        self._clock_offset = 0.0
+        # The tenant stamps users with the emulator's clock, so replication lag follows
+        # advance_clock() as token expiry does.
+        self.tenant = Tenant(clock=self.now)
         self.faults = faults or Faults()
         self.require_auth = require_auth
         self._host, self._port = host, port
-        self._clock_offset = 0.0
         self._lock = threading.Lock()
         self._log: list[RecordedRequest] = []
         self._graph_requests = 0
