@@ -9,7 +9,8 @@ The route through `prepare`:
 1. identify by content (the extension proves nothing), reject what is empty, not an image,
    implausibly large (a decompression bomb) or too small to be a face;
 2. a JPEG that already fits, needs no rotation or colour conversion, goes out as it is
-   ("original"), or with its metadata segments cut out at the marker level ("stripped");
+   ("original"), or with every segment not on the allow-list of picture segments cut out at
+   the marker level ("stripped"; see images_jpeg.cleaned);
 3. anything else is decoded once, at the smallest JPEG DCT scale that still covers the target
    size (`Image.draft`), flattened to 8-bit RGB, centre-cropped if asked, resampled with
    Lanczos, colour-managed into sRGB, turned upright from its EXIF orientation, and encoded as
@@ -289,11 +290,11 @@ def _passthrough(
         return None
     if images_jpeg.frame_precision(data, layout) != 8:
         return None
-    path: _Path = "stripped" if images_jpeg.has_metadata(data, layout) else "original"
-    out = images_jpeg.strip_metadata(data, layout) if path == "stripped" else data
-    if len(out) > max_bytes:
+    out = images_jpeg.cleaned(data, layout)
+    if out is None or len(out) > max_bytes:
         return None
     _verify_decodes(out, (photo.width, photo.height))
+    path: _Path = "original" if out == data else "stripped"
     return _prepared(out, (photo.width, photo.height), photo, len(data), path)
 
 

@@ -2,9 +2,12 @@
 
 A JPEG file is a chain of marker segments. Only some of them describe the picture (tables,
 frame, scans); the rest are metadata that a camera or an editor put there: EXIF (with GPS),
-XMP, Photoshop/IPTC, comments, ICC profiles, MPF preview images appended after the end. Dropping
-metadata segments leaves the compressed picture untouched, so it decodes to the same pixels
-with no generation loss, and costs a byte scan instead of a decode and an encode.
+XMP, Photoshop/IPTC, comments, ICC profiles, MPF preview images appended after the end. Keeping
+only the segments on an allow-list (`cleaned`) leaves the compressed picture untouched, so it
+decodes to the same pixels with no generation loss, and costs a byte scan instead of a decode
+and an encode. It is an allow-list, not a deny-list, because metadata also hides where a
+deny-list does not look: a JFIF thumbnail, bytes after a header, an unknown segment (see
+docs/reliability.md).
 
 The walk also answers "is the compressed picture complete?": a baseline JPEG cut short and
 padded with zeros decodes without complaint in libjpeg (zeros are valid Huffman codes), but its
@@ -114,29 +117,181 @@ def frame_precision(data: bytes, layout: Layout) -> int | None:
     return data[frame.start + 4]
 
 
-def is_metadata(data: bytes, segment: Segment) -> bool:
-    """True for segments that describe the photo rather than encode it.
+# The allow-list: what may pass through untouched. Tables, frame, restart interval, scans,
+# restart markers and the start and end markers carry the picture and nothing else (given
+# their lengths are exact, which `_tables_are_tight` checks); every other segment is dropped.
+DQT = 0xDB
+DHT = 0xC4
+DRI = 0xDD
+_RESTARTS = frozenset(range(0xD0, 0xD8))
+_PICTURE = frozenset({SOI, EOI, SOS, DQT, DHT, DRI, *_FRAMES, *_RESTARTS})
 
-    APP0 JFIF and APP14 Adobe stay: the first is the format's own header, and the second tells
-    the decoder which colour transform the scans use, so dropping it could change the pixels.
-    Every other APPn (EXIF, XMP, ICC, MPF, Photoshop/IPTC, maker data) and COM goes.
+# A JFIF header with no thumbnail: b"JFIF\0", version (2), units (1), densities (2 + 2), and a
+# 0x0 thumbnail. The header matters to decoding (it says "these three components are YCbCr"),
+# so it is kept, rebuilt to exactly this length so nothing can ride along after it.
+_JFIF_ID = b"JFIF\x00"
+_JFIF_LENGTH = 14
+_ADOBE_ID = b"Adobe"
+_ADOBE_LENGTH = 12  # b"Adobe", version, flags0, flags1, transform: shorter ones are ignored
+
+_RGB_COMPONENT_IDS = (ord("R"), ord("G"), ord("B"))
+
+
+def cleaned(data: bytes, layout: Layout) -> bytes | None:
+    """The JPEG with only allow-listed segments and nothing after EOI: the same pixels, and no
+    byte that could carry metadata. None when dropping what is not allow-listed would change
+    how the picture decodes, or a picture segment has room for more than the picture (an
+    over-long table, a table no scan uses): the caller must re-encode instead.
     """
-    if segment.marker == COM:
+    frame = _frame(data, layout)
+    if frame is None or not _tables_are_tight(data, layout, frame):
+        return None
+    jfif = _canonical_jfif(data, layout)
+    adobe_transform = _adobe_transform(data, layout)
+    if adobe_transform is not None and not _adobe_is_redundant(
+        frame, adobe_transform, jfif_kept=jfif is not None
+    ):
+        return None
+    parts = [data[0:2]]  # SOI
+    if jfif is not None:
+        parts.append(jfif)
+    parts += [data[s.start : s.end] for s in layout.segments[1:] if s.marker in _PICTURE]
+    return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    component_ids: tuple[int, ...]
+    quant_table_of: dict[int, int]  # component id -> quantisation table id
+
+
+def _frame(data: bytes, layout: Layout) -> _Frame | None:
+    """The frame header, when it is exactly as long as its components say (libjpeg rejects
+    any other length, so a longer one cannot be a picture we would pass through)."""
+    segment = next((s for s in layout.segments if s.marker in _FRAMES), None)
+    if segment is None:
+        return None
+    body = data[segment.start + 4 : segment.end]
+    if len(body) < 6 or len(body) != 6 + 3 * body[5]:
+        return None
+    components = [body[6 + 3 * i : 9 + 3 * i] for i in range(body[5])]
+    return _Frame(tuple(c[0] for c in components), {c[0]: c[2] for c in components})
+
+
+def _canonical_jfif(data: bytes, layout: Layout) -> bytes | None:
+    """The first JFIF APP0 rebuilt without thumbnail or extra bytes, or None if there is none
+    (a decoder ignores a JFIF segment shorter than the header, so it counts as none)."""
+    for segment in (s for s in layout.segments if s.marker == APP0):
+        body = data[segment.start + 4 : segment.end]
+        if len(body) >= _JFIF_LENGTH and body.startswith(_JFIF_ID):
+            header = body[: _JFIF_LENGTH - 2] + b"\x00\x00"
+            return b"\xff\xe0" + (_JFIF_LENGTH + 2).to_bytes(2, "big") + header
+    return None
+
+
+def _adobe_transform(data: bytes, layout: Layout) -> int | None:
+    """The colour transform of the last Adobe APP14 segment (as libjpeg reads it), or None."""
+    transform = None
+    for segment in (s for s in layout.segments if s.marker == APP14):
+        body = data[segment.start + 4 : segment.end]
+        if len(body) >= _ADOBE_LENGTH and body.startswith(_ADOBE_ID):
+            transform = body[11]
+    return transform
+
+
+def _adobe_is_redundant(frame: _Frame, transform: int, *, jfif_kept: bool) -> bool:
+    """Whether the decoder reads the components in the same colour space without the Adobe
+    segment. It decides, for three components: JFIF present means YCbCr; else Adobe transform
+    0 means RGB and anything else YCbCr; else component ids "R", "G", "B" mean RGB and anything
+    else YCbCr. One component is grey whatever Adobe says; four (CMYK/YCCK) never passes."""
+    components = len(frame.component_ids)
+    if components == 1:
         return True
-    if not APP0 <= segment.marker <= APP15:
+    if components != 3:
         return False
-    payload = data[segment.start + 4 : segment.start + 10]
-    if segment.marker == APP0:
-        return not payload.startswith(b"JFIF\x00")
-    if segment.marker == APP14:
-        return not payload.startswith(b"Adobe")
-    return True
+    if jfif_kept:
+        return True
+    with_adobe = "RGB" if transform == 0 else "YCbCr"
+    without = "RGB" if frame.component_ids == _RGB_COMPONENT_IDS else "YCbCr"
+    return with_adobe == without
 
 
-def has_metadata(data: bytes, layout: Layout) -> bool:
-    return layout.trailing_bytes > 0 or any(is_metadata(data, s) for s in layout.segments)
+def _tables_are_tight(data: bytes, layout: Layout, frame: _Frame) -> bool:
+    """Every DQT and DHT segment holds whole tables and nothing more, every table it defines
+    is used by a later scan, and every SOS and DRI header is exactly as long as it says.
+
+    Without this an allow-listed segment could still carry a payload: bytes after the last
+    table, or a table no scan reads (its 64 to 256 entries are free for anything).
+    """
+    current: dict[tuple[str, int], int] = {}  # (kind, table id) -> index of its definition
+    defined: set[int] = set()
+    used: set[int] = set()
+    for index, segment in enumerate(layout.segments):
+        # An SOS segment runs on through its entropy-coded data; only its header is read.
+        body = b"" if segment.marker == SOS else data[segment.start + 4 : segment.end]
+        if segment.marker == DQT:
+            ids = _quant_table_ids(body)
+            if ids is None:
+                return False
+            current.update({("q", i): index for i in ids})
+            defined.add(index)
+        elif segment.marker == DHT:
+            keys = _huffman_table_keys(body)
+            if keys is None:
+                return False
+            current.update({key: index for key in keys})
+            defined.add(index)
+        elif segment.marker == DRI and len(body) != 2:
+            return False
+        elif segment.marker == SOS:
+            references = _scan_references(data, segment, frame.quant_table_of)
+            if references is None:
+                return False
+            used.update(current[key] for key in references if key in current)
+    return defined <= used
 
 
-def strip_metadata(data: bytes, layout: Layout) -> bytes:
-    """The same JPEG without metadata segments and without anything after EOI."""
-    return b"".join(data[s.start : s.end] for s in layout.segments if not is_metadata(data, s))
+def _quant_table_ids(body: bytes) -> list[int] | None:
+    ids, pos = [], 0
+    while pos < len(body):
+        precision, table = body[pos] >> 4, body[pos] & 0x0F
+        if precision > 1 or table > 3:
+            return None
+        ids.append(table)
+        pos += 1 + 64 * (precision + 1)
+    return ids if ids and pos == len(body) else None
+
+
+def _huffman_table_keys(body: bytes) -> list[tuple[str, int]] | None:
+    keys, pos = [], 0
+    while pos < len(body):
+        kind, table = body[pos] >> 4, body[pos] & 0x0F
+        if kind > 1 or table > 3 or pos + 17 > len(body):
+            return None
+        keys.append(("ac" if kind else "dc", table))
+        pos += 17 + sum(body[pos + 1 : pos + 17])
+    return keys if keys and pos == len(body) else None
+
+
+def _scan_references(
+    data: bytes, segment: Segment, quant_of: dict[int, int]
+) -> list[tuple[str, int]] | None:
+    """The tables a scan reads: each component's quantisation table, its DC table when the
+    scan codes DC (spectral start 0) and its AC table when it codes AC (spectral end > 0)."""
+    length = int.from_bytes(data[segment.start + 2 : segment.start + 4], "big")
+    header = data[segment.start + 4 : segment.start + 2 + length]
+    if not header or len(header) != 4 + 2 * header[0]:
+        return None
+    count = header[0]
+    spectral_start, spectral_end = header[1 + 2 * count], header[2 + 2 * count]
+    references: list[tuple[str, int]] = []
+    for i in range(count):
+        component, tables = header[1 + 2 * i], header[2 + 2 * i]
+        if component not in quant_of:
+            return None
+        references.append(("q", quant_of[component]))
+        if spectral_start == 0:
+            references.append(("dc", tables >> 4))
+        if spectral_end > 0:
+            references.append(("ac", tables & 0x0F))
+    return references

@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from reconciler import images_jpeg
+from reconciler import app, images_jpeg
+from reconciler.config import Settings
 from reconciler.errors import ImageError
+from reconciler.graph.emulator import GraphEmulator
 from reconciler.images import SUPPORTED_SUFFIXES, heif_available, prepare, prepare_bytes
 from reconciler.model import PreparedImage
+from tests.conftest import ledger_rows
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -793,3 +796,105 @@ def test_damaged_bytes_only_ever_raise_image_error(tmp_path: Path) -> None:
             except ImageError:
                 outcomes["rejected"] += 1
     assert outcomes["ok"] > 0 and outcomes["rejected"] > 0
+
+
+# Metadata by allow-list: GPS hidden where a deny-list would not look never reaches Graph.
+
+SECRET = b"GPS-SECRET-48.8584N-2.2945E"
+
+
+def secret_exif() -> bytes:
+    """A real EXIF block (b"Exif\\0\\0" + TIFF) whose GPS IFD carries the secret."""
+    exif = Image.Exif()
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2] = "N", (48.0, 51.0, 30.24)
+    gps[3], gps[4] = "E", (2.0, 17.0, 40.2)
+    gps[0x1B] = SECRET  # GPSProcessingMethod
+    data = exif.tobytes()
+    assert SECRET in data
+    return data
+
+
+def jpeg_segment(marker: int, body: bytes) -> bytes:
+    return bytes((0xFF, marker)) + (len(body) + 2).to_bytes(2, "big") + body
+
+
+JFIF_HEADER = b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01"  # version 1.1, no units, 1:1
+
+
+def hiding_places() -> dict[str, tuple[bytes, str]]:
+    """name -> (a JPEG with the secret hidden in one place, the path it must take)."""
+    base = encode(marked((320, 240)).effect_spread(6), quality=90)
+    assert base[2:4] == b"\xff\xe0" and base[4:6] == b"\x00\x10"  # Pillow's canonical JFIF
+    soi, jfif, rest = base[:2], base[2:20], base[20:]
+    thumb = SECRET.ljust(30, b"\x00")  # 10x1 RGB thumbnail pixels
+    exif = secret_exif()
+    return {
+        "jfif thumbnail": (
+            soi + jpeg_segment(0xE0, JFIF_HEADER + bytes((10, 1)) + thumb) + rest,
+            "stripped",
+        ),
+        "jfif extra bytes": (
+            soi + jpeg_segment(0xE0, JFIF_HEADER + b"\x00\x00" + exif) + rest,
+            "stripped",
+        ),
+        "adobe app14": (
+            soi + jfif + jpeg_segment(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x01" + exif) + rest,
+            "stripped",
+        ),
+        "dnl": (base[:-2] + jpeg_segment(0xDC, b"\x00\xf0" + exif) + base[-2:], "stripped"),
+        "comment": (soi + jfif + jpeg_segment(0xFE, SECRET) + rest, "stripped"),
+        "app2 not icc": (soi + jfif + jpeg_segment(0xE2, b"FPXR\x00" + exif) + rest, "stripped"),
+        "after eoi": (base + exif + SECRET, "stripped"),
+        # A quantisation table no scan uses: 64 free bytes inside an allow-listed segment.
+        "unused dqt table": (
+            soi + jfif + jpeg_segment(0xDB, b"\x03" + SECRET.ljust(64, b"\x01")) + rest,
+            "reencoded",
+        ),
+        # No JFIF, and an Adobe segment saying "no colour transform": without it the decoder
+        # would read the same components as YCbCr, so dropping it would change the colours.
+        "adobe rgb transform": (
+            soi + jpeg_segment(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x00" + exif) + rest,
+            "reencoded",
+        ),
+    }
+
+
+def test_hidden_metadata_never_reaches_graph(settings: Settings, emulator: GraphEmulator) -> None:
+    places = hiding_places()
+    users = {}
+    for index, (place, (data, _path)) in enumerate(places.items()):
+        name = f"Hidden {chr(ord('A') + index)}"
+        users[place] = emulator.tenant.add_user(name, user_principal_name=f"h{index}@contoso.com")
+        (settings.inbox_dir / f"{name}.jpg").write_bytes(data)
+        assert Image.open(io.BytesIO(data)).size == (320, 240)  # each source is a valid JPEG
+
+    summary, _plan = app.reconcile(settings)
+
+    assert summary.exit_code == 0
+    paths = dict(ledger_rows(settings, "SELECT user_id, prepare_path FROM uploads"))
+    for place, (data, expected_path) in places.items():
+        photo = emulator.tenant.photo(users[place])
+        assert photo is not None, place
+        assert b"GPS-SECRET" not in photo.data, place
+        assert b"Exif" not in photo.data, place
+        assert paths[users[place]] == expected_path, place
+        source = Image.open(io.BytesIO(data)).convert("RGB")
+        uploaded = Image.open(io.BytesIO(photo.data))
+        assert uploaded.format == "JPEG" and uploaded.size == source.size, place
+        if expected_path == "stripped":
+            assert uploaded.tobytes() == source.tobytes(), place  # lossless: same pixels
+        else:
+            # Re-encoded from what the source decodes to, so colours are kept, within JPEG loss.
+            assert mean_difference(uploaded.convert("RGB"), source) < 4, place
+
+
+def mean_difference(a: Image.Image, b: Image.Image) -> float:
+    pairs = zip(a.tobytes(), b.tobytes(), strict=True)
+    return sum(abs(x - y) for x, y in pairs) / (a.width * a.height * 3)
+
+
+def test_a_canonical_jpeg_keeps_its_bytes_and_its_jfif_header() -> None:
+    data = encode(marked((320, 240)), quality=90)
+    prepared = prepare_bytes(data, max_bytes=10**6, max_dimension=648, crop=None)
+    assert prepared.path == "original" and prepared.data == data
