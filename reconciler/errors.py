@@ -22,6 +22,9 @@ say what to do. They never contain a token or a secret.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Final
+
 
 class PhotosyncError(Exception):
     """Base of every error photosync raises on purpose."""
@@ -43,10 +46,12 @@ class LedgerError(PhotosyncError):
 class RunLockedError(LedgerError):
     """Another photosync run holds the ledger's run lock."""
 
-    def __init__(self, holder: str) -> None:
+    def __init__(self, holder: str, lock: str | None = None) -> None:
         self.holder = holder
+        self.lock = lock
+        where = f" {lock}" if lock else ""
         super().__init__(
-            f"another photosync run holds the lock ({holder}); "
+            f"another photosync run holds the lock{where} ({holder}); "
             "wait for it to finish, or stop it if it is stuck"
         )
 
@@ -72,15 +77,32 @@ class GraphError(PhotosyncError):
         client_request_id: str | None = None,
         attempts: int = 1,
         retry_after: float | None = None,
+        advice: str | None = None,
     ) -> None:
         self.status = status
         self.code = code
-        self.graph_message = message
+        self.said = message  # Graph's own words (or ours when Graph said nothing)
+        self.advice = advice
+        # The ledger and the report show graph_message, so it carries the advice with it.
+        self.graph_message = f"{message} — {advice}" if advice else message
         self.request_id = request_id
         self.client_request_id = client_request_id
         self.attempts = attempts
         self.retry_after = retry_after
         super().__init__(self._render())
+
+    def advised(self, advice: str | None) -> GraphError:
+        """The same error (same type, ids and attempts) with `advice` instead of its own."""
+        return type(self)(
+            self.said,
+            status=self.status,
+            code=self.code,
+            request_id=self.request_id,
+            client_request_id=self.client_request_id,
+            attempts=self.attempts,
+            retry_after=self.retry_after,
+            advice=advice,
+        )
 
     def _render(self) -> str:
         parts = []
@@ -113,3 +135,92 @@ class DeltaResyncRequired(GraphError):
 
 class ImageError(PhotosyncError):
     """A file is not a usable photo. The message is the reason shown to HR staff."""
+
+
+class GraphOperation(StrEnum):
+    """What a failed Graph call was doing: the advice for one status and code depends on it."""
+
+    PHOTO_WRITE = "photo write"
+    PHOTO_READ = "photo read"
+    USER_READ = "user read"
+
+
+# The application permission each operation needs (least privileged; docs/graph-behaviour.md).
+REQUIRED_ROLE: Final = {
+    GraphOperation.PHOTO_WRITE: "ProfilePhoto.ReadWrite.All",
+    GraphOperation.PHOTO_READ: "ProfilePhoto.ReadWrite.All",
+    GraphOperation.USER_READ: "User.Read.All",
+}
+# Codes Graph answers a 403 with when the caller lacks a permission: Entra's directory code
+# and Exchange's, and the generic one (docs/graph-behaviour.md, "Access denied").
+ACCESS_DENIED_CODES: Final = frozenset(
+    {"authorization_requestdenied", "erroraccessdenied", "accessdenied"}
+)
+_NO_MAILBOX: Final = (
+    "this user's mailbox is not hosted in Exchange Online (it is on-premises or on another "
+    "server), so Graph cannot set their photo; set it where the mailbox lives, or move the "
+    "mailbox to Exchange Online and run `photosync retry-failed --include-permanent`"
+)
+_NO_STORE_ITEM: Final = (
+    "Exchange Online found no mailbox item to hold this user's photo (a new or newly "
+    "licensed mailbox can take hours to be provisioned); check the user has an Exchange "
+    "Online licence, then run `photosync retry-failed --include-permanent`"
+)
+_POLICY: Final = (
+    "photo updates from the cloud are disabled in this tenant; check the tenant's photo "
+    "update settings (GET /admin/people/photoUpdateSettings must say source 'cloud', or see "
+    "Settings > Org settings in the Microsoft 365 admin centre); if they allow cloud updates, "
+    "grant the app ProfilePhoto.ReadWrite.All"
+)
+
+
+def graph_advice(
+    status: int | None,
+    code: str | None,
+    operation: GraphOperation,
+    *,
+    user_exists: bool | None = None,
+) -> str | None:
+    """What a failed Graph call means for the user concerned and what to do, in one sentence;
+    None when there is nothing to add to what Graph said.
+
+    `user_exists` answers "is the user still in the tenant?" for a 404 on a photo write
+    (the client asks Graph once); None when nobody asked.
+    """
+    folded = (code or "").lower()
+    if operation is GraphOperation.PHOTO_WRITE and status == 404 and user_exists is False:
+        return (
+            "the user no longer exists in the tenant (deleted since the users were listed); "
+            "the next run re-checks and reports the file unmatched"
+        )
+    if folded == "mailboxnothostedinexchangeonline":
+        return _NO_MAILBOX
+    if folded == "erroritemnotfound":
+        return _NO_STORE_ITEM
+    if folded == "imagenotfound":
+        if operation is GraphOperation.PHOTO_READ:
+            return "the user has no photo in Graph yet"
+        return (
+            "Graph's photo service holds no photo record for this user and refused to create "
+            "one; check the user has an Exchange Online licence, then run "
+            "`photosync retry-failed --include-permanent`"
+        )
+    if status == 403:
+        role = REQUIRED_ROLE[operation]
+        if folded in ACCESS_DENIED_CODES or operation is not GraphOperation.PHOTO_WRITE:
+            return (
+                f"the app lacks the {role} application permission; grant it with admin "
+                "consent (for a managed identity, assign the app role to its service "
+                "principal) and run again"
+            )
+        return _POLICY
+    if status == 404:
+        if operation is GraphOperation.PHOTO_WRITE and user_exists:
+            return (
+                f"Graph has no photo store for this user ({code or 'HTTP 404'}); check the "
+                "user has an Exchange Online licence, then run "
+                "`photosync retry-failed --include-permanent`"
+            )
+        if operation is not GraphOperation.PHOTO_READ:
+            return "the user may have been deleted; the next run re-checks"
+    return None

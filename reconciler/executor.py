@@ -271,7 +271,7 @@ def _failure_reason(exc: GraphError) -> str:
     tries = f" after {exc.attempts} attempts" if exc.attempts > 1 else ""
     hint = (
         "; the user may have been deleted, the next run re-checks"
-        if exc.status == 404
+        if exc.status == 404 and not exc.advice  # the advice already says what a 404 means
         else "; it will be retried on the next run"
         if not isinstance(exc, PermanentGraphError)
         else ""

@@ -520,3 +520,76 @@ def test_a_next_link_to_another_host_is_not_followed(emulator: GraphEmulator) ->
         with pytest.raises(PermanentGraphError, match="link to another host"):
             next(pages)
         assert graph.request_count == 1
+
+
+# -- single users and lookups (get_user, find_users) --------------------------------------
+
+
+def test_get_user_returns_the_selected_properties_nulls_included(
+    emulator: GraphEmulator, client: GraphClient
+) -> None:
+    uid = emulator.tenant.add_user("Ada Lovelace", employee_id=None, account_enabled=False)
+    user = client.get_user(uid, ["id", "displayName", "employeeId", "accountEnabled"])
+    assert user is not None
+    assert (user["id"], user["displayName"], user["accountEnabled"]) == (uid, "Ada Lovelace", False)
+    assert "employeeId" in user and user["employeeId"] is None
+    [sent] = [r for r in emulator.requests() if r.path == f"/v1.0/users/{uid}"]
+    assert sent.query["$select"] == "id,displayName,employeeId,accountEnabled"
+
+
+def test_get_user_none_for_a_user_not_in_the_tenant(
+    emulator: GraphEmulator, client: GraphClient
+) -> None:
+    (uid,) = emulator.tenant.add_users(1)
+    emulator.tenant.delete_user(uid)
+    assert client.get_user(uid, ["id"]) is None
+    assert client.request_count == 1
+
+
+SPECIAL_NAMES = ["O'Brien", "AT&T Desk", "C# Team", "A+B", "José Ñúñez", "李小龙", "Two  Spaces"]
+
+
+@pytest.mark.parametrize("name", SPECIAL_NAMES)
+def test_find_users_round_trips_quotes_and_url_characters(
+    emulator: GraphEmulator, client: GraphClient, name: str
+) -> None:
+    # Decoys a broken encoding would match instead: a truncated name, a space for a plus.
+    for decoy in {"O", "AT", "C", "A B", "A", "Jos", "Two Spaces"} - {name}:
+        emulator.tenant.add_user(decoy)
+    wanted = emulator.tenant.add_user(name)
+    found = client.find_users("displayName", [name], ["displayName", "userPrincipalName"])
+    assert [(u["id"], u["displayName"]) for u in found] == [(wanted, name)]
+    assert set(found[0]) >= {"id", "displayName", "userPrincipalName"}
+
+
+def test_find_users_sends_15_values_a_request_without_advanced_queries(
+    emulator: GraphEmulator, client: GraphClient
+) -> None:
+    ids = emulator.tenant.add_users(40, prefix="Staff")
+    names = [f"Staff {n}" for n in range(1, 41)]
+    # Duplicates and a name nobody has cost nothing extra and return nothing extra.
+    found = client.find_users("displayName", [*names, "Staff 3", "Nobody Here"], ["displayName"])
+    assert sorted(u["id"] for u in found) == sorted(ids)
+    assert client.request_count == math.ceil(41 / 15)
+    lookups = [r for r in emulator.requests() if r.path == "/v1.0/users"]
+    for r in lookups:
+        assert r.status == 200 and r.query["$top"] == "999"
+        assert r.query["$filter"].startswith("displayName in (")
+        assert r.query["$filter"].count("'") <= 2 * 15
+        assert "consistencylevel" not in r.headers and "$count" not in r.query
+
+
+def test_find_users_follows_next_links_and_keeps_each_user_once(
+    emulator: GraphEmulator, client: GraphClient
+) -> None:
+    ids = [emulator.tenant.add_user("Twin") for _ in range(1001)]
+    emulator.tenant.add_user("Twine")
+    # Graph compares case-insensitively: both spellings name the same 1001 users.
+    found = client.find_users("displayName", ["Twin", "twin"], ["displayName"])
+    assert sorted(u["id"] for u in found) == sorted(ids)
+    assert client.request_count == 2  # one filter request, one nextLink
+
+
+def test_find_users_with_no_values_sends_nothing(client: GraphClient) -> None:
+    assert client.find_users("mail", [], ["mail"]) == []
+    assert client.request_count == 0

@@ -31,6 +31,9 @@ class Faults:
     drop_connection_rate: float = 0.0
     fail_photo_users: set[str] = field(default_factory=set)
     delete_user_on_photo_write: set[str] = field(default_factory=set)
+    # user id -> (status, Graph error code) answered to every photo read and write for that
+    # user, with the message Graph sends for that code (see _emulator_photos.photo_error).
+    photo_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     token_lifetime_s: int = 3600
     delta_gone_once: bool = False
     seed: int | None = None

@@ -24,6 +24,23 @@ MAX_PHOTO_BYTES = 4 * 1024 * 1024
 MIN_SIDE = 48
 ACCEPTED_TYPES = frozenset({"image/jpeg", "image/png"})
 _PROFILE_EXCEPTION = "Exception of type 'Microsoft.Fast.Profile.Core.Exception.{}' was thrown."
+# The messages Graph sends with these codes (docs/graph-behaviour.md). Graph documents no code
+# for a write the tenant's photo update settings forbid; any other code stands in for it here.
+_MESSAGES = {
+    "MailboxNotHostedInExchangeOnline": (
+        "Mailbox is hosted by an on-premise or non-Exchange server, which is not supported."
+    ),
+    "ErrorItemNotFound": "The specified object was not found in the store.",
+    "ErrorAccessDenied": "Access is denied. Check credentials and try again.",
+    "Authorization_RequestDenied": "Insufficient privileges to complete the operation.",
+    "ImageNotFound": _PROFILE_EXCEPTION.format("ImageNotFoundException"),
+}
+_POLICY_MESSAGE = "Updating the profile photo is not allowed by the organization's photo settings."
+
+
+def photo_error(status: int, code: str) -> ApiError:
+    """The error Graph answers with `code` (Faults.photo_errors)."""
+    return ApiError(status, code, _MESSAGES.get(code, _POLICY_MESSAGE))
 
 
 def decode_image(data: bytes) -> tuple[tuple[int, int], str]:
@@ -72,6 +89,9 @@ class PhotoRoutes:
         record = self._tenant.resolve(key)
         if record is None:
             raise not_found(key)
+        injected = self._faults.photo_errors.get(record.id)
+        if injected is not None:
+            raise photo_error(*injected)
         return record
 
     def _user_for_write(self, key: str) -> UserRecord:

@@ -38,9 +38,11 @@ from reconciler.errors import (
     AuthError,
     DeltaResyncRequired,
     GraphError,
+    GraphOperation,
     GraphUnreachableError,
     PermanentGraphError,
     TransientGraphError,
+    graph_advice,
 )
 from reconciler.graph.auth import TokenProvider
 from reconciler.graph.throttle import (
@@ -60,10 +62,10 @@ TRANSIENT_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 _RESYNC_CODES: Final = frozenset({"syncstatenotfound", "resyncrequired"})
 _NO_PHOTO_CODES: Final = frozenset({"imagenotfound", "errorentitynotfound"})
 BATCH_LIMIT: Final = 20
-_PERMISSION_HINT: Final = (
-    " — grant the app User.Read.All and ProfilePhoto.ReadWrite.All (application permissions, "
-    "admin consent)"
-)
+# Graph's default limit on expressions in one $filter (each value of an `in` list counts);
+# see docs/graph-behaviour.md, "Filter expression limit".
+FILTER_VALUES_LIMIT: Final = 15
+_USER_GONE_CODES: Final = frozenset({"request_resourcenotfound"})
 
 
 def _user_agent() -> str:
@@ -122,21 +124,37 @@ def graph_error(
     client_request_id: str,
     attempts: int,
     retry_after: float | None,
+    operation: GraphOperation,
     request_id: str | None = None,
 ) -> GraphError:
-    """Our error for one failed response."""
-    message = envelope.message
-    if status == 403:
-        message += _PERMISSION_HINT
+    """Our error for one failed response, with the advice its status and code call for."""
     return classify_status(status)(
-        message,
+        envelope.message,
         status=status,
         code=envelope.code,
         request_id=envelope.request_id or request_id,
         client_request_id=client_request_id,
         attempts=attempts,
         retry_after=retry_after,
+        advice=graph_advice(status, envelope.code, operation),
     )
+
+
+def odata_string(value: str) -> str:
+    """`value` as an OData string literal: quoted, with each `'` doubled. Percent-encoding
+    (`#`, `&`, `+`, spaces, non-ASCII) is left to the URL layer."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def in_filter(match_property: str, values: Sequence[str]) -> str:
+    """`prop in ('a','b')`: one expression per value, as Graph counts them."""
+    return f"{match_property} in ({','.join(odata_string(v) for v in values)})"
+
+
+def chunked(values: Sequence[str], size: int) -> list[Sequence[str]]:
+    """`values` in runs of at most `size`, in order, duplicates dropped."""
+    unique = list(dict.fromkeys(values))
+    return [unique[i : i + size] for i in range(0, len(unique), size)]
 
 
 def is_resync(error: GraphError) -> bool:
@@ -195,6 +213,8 @@ class _Call:
     batch: bool = False  # a $batch: results (and throttling) are in the inner responses
     # Statuses that answer the question rather than fail it (404 for "has no photo").
     expected: frozenset[int] = frozenset()
+    # What the call does, for the advice on its failures (user reads unless said otherwise).
+    operation: GraphOperation = GraphOperation.USER_READ
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +346,72 @@ class GraphClient:
                 ) from exc
             raise
 
+    # -- single users and lookups -----------------------------------------------------
+
+    def get_user(self, user_id: str, select: Sequence[str]) -> dict[str, Any] | None:
+        """`GET /users/{id}?$select=…`: the user as Graph sends it, every selected property
+        present (None when unset); None when Graph answers 404 Request_ResourceNotFound.
+        One request."""
+        call = _Call(
+            "GET",
+            f"{self._api}/users/{quote(user_id, safe='@')}",
+            "get user",
+            user_id=user_id,
+            params={"$select": ",".join(select)},
+            expected=frozenset({404}),
+        )
+        try:
+            done = self._execute(call)
+        except PermanentGraphError as exc:
+            if exc.status == 404 and (exc.code or "").lower() in _USER_GONE_CODES:
+                return None
+            raise
+        return _with_selected(self._json_object(done, "get user"), select)
+
+    def find_users(
+        self, match_property: str, values: Sequence[str], select: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The users whose `match_property` equals any of `values`, as Graph sends them (every
+        selected property present, `id` always selected), each user once.
+
+        Uses `$filter=<prop> in (...)`, which Graph serves without advanced query parameters
+        for the properties photosync matches on, in requests of at most FILTER_VALUES_LIMIT
+        values. Cost: ⌈k/15⌉ requests for k distinct values, plus one per nextLink when a
+        request matches more than 999 users. Graph compares strings case-insensitively.
+        """
+        wanted = ["id", *(name for name in select if name != "id")]
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in chunked(values, FILTER_VALUES_LIMIT):
+            params: dict[str, str] | None = {
+                "$filter": in_filter(match_property, chunk),
+                "$select": ",".join(wanted),
+                "$top": "999",
+            }
+            url: str | None = f"{self._api}/users"
+            while url is not None:
+                page = self._get_json(url, "find users", params)
+                params = None  # nextLink carries the query; it is used verbatim
+                for item in page.get("value", []):
+                    if isinstance(item, dict) and item.get("id") is not None:
+                        found.setdefault(str(item["id"]), _with_selected(item, wanted))
+                next_link = page.get("@odata.nextLink")
+                url = self._own_link(next_link, "find users") if next_link else None
+        return list(found.values())
+
+    def _explain_write_404(self, user_id: str, error: PermanentGraphError) -> GraphError:
+        """A photo write answered 404: ask Graph once whether the user is still there, so the
+        advice says "deleted" or "no photo store" instead of guessing between them."""
+        if error.status != 404:
+            return error
+        try:
+            exists: bool | None = self.get_user(user_id, ["id"]) is not None
+        except (AuthError, GraphUnreachableError):
+            raise
+        except GraphError:
+            exists = None  # could not tell: the advice says what both cases would mean
+        advice = graph_advice(404, error.code, GraphOperation.PHOTO_WRITE, user_exists=exists)
+        return error.advised(advice)
+
     # -- photos --------------------------------------------------------------------------
 
     def upload_photo(self, user_id: str, data: bytes, content_type: str) -> UploadReceipt:
@@ -338,8 +424,12 @@ class GraphClient:
             headers={"Content-Type": content_type},
             data=data,
             writes=1,
+            operation=GraphOperation.PHOTO_WRITE,
         )
-        done = self._execute(call)
+        try:
+            done = self._execute(call)
+        except PermanentGraphError as exc:
+            raise self._explain_write_404(user_id, exc) from None
         return UploadReceipt(done.attempts, done.response.status_code, done.client_request_id)
 
     def get_photo(self, user_id: str) -> bytes | None:
@@ -350,6 +440,7 @@ class GraphClient:
             "get photo",
             user_id=user_id,
             expected=frozenset({404}),
+            operation=GraphOperation.PHOTO_READ,
         )
         try:
             return self._execute(call).response.content
@@ -374,7 +465,16 @@ class GraphClient:
             chunk, pending = pending[:BATCH_LIMIT], pending[BATCH_LIMIT:]
             retry = self._send_batch(items, chunk, attempts, results)
             pending = retry + pending
-        return [r if r is not None else _missing(items[i][0]) for i, r in enumerate(results)]
+        return [self._settled(items[i][0], r) for i, r in enumerate(results)]
+
+    def _settled(
+        self, user_id: str, result: UploadReceipt | GraphError | None
+    ) -> UploadReceipt | GraphError:
+        if result is None:
+            return _missing(user_id)
+        if isinstance(result, PermanentGraphError):
+            return self._explain_write_404(user_id, result)
+        return result
 
     def _send_batch(
         self,
@@ -392,6 +492,7 @@ class GraphClient:
             json_body={"requests": requests_},
             writes=len(requests_),
             batch=True,
+            operation=GraphOperation.PHOTO_WRITE,
         )
         try:
             done = self._execute(call)
@@ -434,6 +535,7 @@ class GraphClient:
             client_request_id=done.client_request_id,
             attempts=attempts,
             retry_after=retry_after,
+            operation=GraphOperation.PHOTO_WRITE,
         )
         self._log_failure(error, "photo batch item", user_id)
         if isinstance(error, TransientGraphError) and attempts < self._max_attempts:
@@ -464,7 +566,10 @@ class GraphClient:
         return str(prepared.url)
 
     def _get_json(self, url: str, what: str, params: Mapping[str, str] | None) -> dict[str, Any]:
-        done = self._execute(_Call("GET", url, what, params=params))
+        return self._json_object(self._execute(_Call("GET", url, what, params=params)), what)
+
+    @staticmethod
+    def _json_object(done: _Done, what: str) -> dict[str, Any]:
         try:
             payload = done.response.json()
         except ValueError:
@@ -498,7 +603,7 @@ class GraphClient:
                     self._on_unauthorized(response, call, crid, refreshed, token)
                     refreshed = True
                     continue
-                error = self._response_error(response, crid, attempts)
+                error = self._response_error(response, call, crid, attempts)
             quiet = error.status in call.expected
             self._log_failure(error, call.what, call.user_id, quiet=quiet)
             if not isinstance(error, TransientGraphError) or attempts >= self._max_attempts:
@@ -572,7 +677,9 @@ class GraphClient:
             )
         self._tokens.refresh(token)
 
-    def _response_error(self, response: requests.Response, crid: str, attempts: int) -> GraphError:
+    def _response_error(
+        self, response: requests.Response, call: _Call, crid: str, attempts: int
+    ) -> GraphError:
         envelope = parse_error_body(response.content, fallback=response.reason or "error")
         return graph_error(
             response.status_code,
@@ -580,6 +687,7 @@ class GraphClient:
             client_request_id=crid,
             attempts=attempts,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            operation=call.operation,
             request_id=response.headers.get("request-id"),
         )
 
@@ -667,6 +775,11 @@ def _batch_responses(response: requests.Response) -> list[Mapping[str, Any]]:
     payload = response.json()
     inner = payload.get("responses") if isinstance(payload, dict) else None
     return [r for r in inner or [] if isinstance(r, dict) and "id" in r]
+
+
+def _with_selected(item: Mapping[str, Any], select: Sequence[str]) -> dict[str, Any]:
+    """`item` with every selected property present: Graph may leave an unset one out."""
+    return {**dict.fromkeys(select), **item}
 
 
 def _missing(user_id: str) -> GraphError:
