@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,8 +33,16 @@ from reconciler.model import (
     Plan,
     RunSummary,
     User,
+    UserChanges,
 )
-from reconciler.planner import LedgerView, new_or_changed, plan
+from reconciler.planner import (
+    LedgerView,
+    confirm,
+    confirmation_lookups,
+    new_or_changed,
+    plan,
+    waiting,
+)
 from reconciler.report import REASONS, ReportRow
 from reconciler.scanner import ScanResult, scan
 
@@ -75,10 +84,29 @@ def build_client(settings: Settings) -> GraphClient:
 
 def open_ledger(settings: Settings) -> Ledger:
     """The ledger, brought up to date: an older one is migrated, as every reader and writer
-    needs the current schema."""
+    needs the current schema. A migration takes the run lock first (see
+    docs/reliability.md); a ledger already at head is opened without it, so reading one
+    while a run works is never refused."""
     ledger = Ledger(settings.database_url)
-    ledger.upgrade()
+    try:
+        if ledger.revision() != ledger.head_revision():
+            with ledger.run_lock():
+                ledger.upgrade()
+    except BaseException:
+        ledger.dispose()
+        raise
     return ledger
+
+
+def _warn_about_ledger_file(ledger: Ledger) -> None:
+    """Each problem with the ledger file, every run, in the log and on stderr (once when the
+    log already goes to stderr)."""
+    handlers = logging.getLogger("reconciler").handlers
+    logged_to_stderr = any(getattr(h, "stream", None) is sys.stderr for h in handlers)
+    for warning in ledger.file_warnings():
+        log.warning("%s", warning)
+        if not logged_to_stderr:
+            print(f"photosync: warning: {warning}", file=sys.stderr)
 
 
 def load_overrides(settings: Settings) -> dict[str, str]:
@@ -102,7 +130,7 @@ def prepare_options(settings: Settings) -> ApplyOptions:
         move_completed=settings.move_completed,
         concurrency=settings.concurrency,
         prepare=partial(
-            images.prepare,
+            images.prepare_bytes,
             max_bytes=settings.max_bytes,
             max_dimension=settings.max_dimension,
             crop="square" if settings.crop == "square" else None,
@@ -113,23 +141,32 @@ def prepare_options(settings: Settings) -> ApplyOptions:
 # --- user refresh
 
 
-def refresh_users(client: GraphClient, ledger: Ledger, *, full: bool, progress: Progress) -> None:
+def refresh_users(
+    client: GraphClient,
+    ledger: Ledger,
+    *,
+    full: bool,
+    progress: Progress,
+    full_refresh_hours: float = 24.0,
+) -> None:
     """Bring the ledger's users up to date with the fewest Graph requests: the saved delta
-    link when there is one, otherwise (or when Graph has forgotten it) a full listing."""
+    link when there is one, otherwise a full listing. A full listing also replaces the
+    delta round once the last one is older than `full_refresh_hours`: delta rounds can
+    miss restores and, if a `$deltatoken=latest` link forgets its `$select`, eligibility
+    changes (docs/graph-behaviour.md, "Full listing as a backstop")."""
     with ledger.session() as session:
         saved = repository.get_state(session, repository.DELTA_LINK)
+        listed = repository.get_state(session, repository.FULL_LISTING_AT)
         delta_link = saved.value if saved else None
-    if delta_link and not full:
+        listed_at = _parse_time(listed.value) if listed else None
+    due = listed_at is None or (utcnow() - listed_at).total_seconds() >= full_refresh_hours * 3600
+    if delta_link and not full and not due:
         try:
             changes = client.delta(delta_link)
         except DeltaResyncRequired as exc:
             log.warning("the users delta link is no longer valid (%s); listing all users", exc)
         else:
-            now = utcnow()
-            with ledger.session() as session:
-                repository.upsert_users(session, changes.upserted, now)
-                repository.mark_users_deleted(session, changes.removed, now)
-                repository.set_state(session, repository.DELTA_LINK, changes.delta_link)
+            _apply_user_changes(client, ledger, changes)
             progress.users(len(changes.upserted) + len(changes.removed))
             return
     # Ask for the delta link *before* listing: changes made during the listing then show up
@@ -142,6 +179,78 @@ def refresh_users(client: GraphClient, ledger: Ledger, *, full: bool, progress: 
             progress.users(len(page))
         repository.mark_unrefreshed_users_deleted(session, started)
         repository.set_state(session, repository.DELTA_LINK, delta_link)
+        repository.set_state(session, repository.FULL_LISTING_AT, started.isoformat())
+
+
+def _apply_user_changes(client: GraphClient, ledger: Ledger, changes: UserChanges) -> None:
+    """Store one delta round. Items are patches: a user the ledger holds changes only in
+    the properties its item carries. A user never seen before whose item lacks a property
+    photosync needs is read in full first; if Graph cannot show it yet (replication), it
+    is kept with what is known, which is never eligible (docs/graph-behaviour.md, "Delta
+    items are patches"). Everything lands in one transaction with the new delta link."""
+    with ledger.session() as session:
+        known = repository.known_user_ids(session, [p.id for p in changes.upserted])
+    patches = [p for p in changes.upserted if p.id in known]
+    newcomers: list[User] = []
+    for patch in changes.upserted:
+        if patch.id in known:
+            continue
+        item = None if patch.is_complete else client.get_user(patch.id, USER_SELECT)
+        newcomers.append(User.from_graph({**(item or patch.properties), "id": patch.id}))
+    now = utcnow()
+    with ledger.session() as session:
+        repository.apply_user_patches(session, patches, now)
+        repository.upsert_users(session, newcomers, now)
+        repository.mark_users_deleted(session, changes.removed, now)
+        repository.set_state(session, repository.DELTA_LINK, changes.delta_link)
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return _utc(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def confirm_before_write(run: _Run, the_plan: Plan, overrides: Mapping[str, str]) -> Plan:
+    """Ask Graph, in this run, who each planned upload's file key names now, and keep only
+    the uploads that still go to exactly the planned eligible user. Costs ceil(k/15)
+    requests for k uploads, plus one read per planned user Graph no longer vouches for
+    (docs/graph-behaviour.md, "Confirm before write"). The ledger learns every user read."""
+    settings = run.settings
+    lookups = confirmation_lookups(the_plan, overrides, settings.match_on)
+    if not lookups:
+        return the_plan
+    client = run.graph()
+    values: dict[str, set[str]] = {}
+    for lookup in lookups.values():
+        values.setdefault(lookup.graph_property, set()).add(lookup.value)
+    found: dict[str, User] = {}
+    for graph_property, wanted in values.items():
+        for item in client.find_users(graph_property, sorted(wanted), USER_SELECT):
+            user = User.from_graph(item)
+            found[user.id] = user
+    confirmed = confirm(
+        the_plan, lookups, found.values(), include_external=settings.include_external_members
+    )
+    kept = {id(a.file) for a in confirmed.of_kind(ActionKind.UPLOAD)}
+    unvouched = {
+        a.user.id
+        for a in the_plan.of_kind(ActionKind.UPLOAD)
+        if a.user is not None and id(a.file) not in kept and a.user.id not in found
+    }
+    gone: list[str] = []
+    for user_id in sorted(unvouched):
+        current = client.get_user(user_id, USER_SELECT)
+        if current is None:
+            gone.append(user_id)
+        else:
+            found[user_id] = User.from_graph(current)
+    now = utcnow()
+    with run.ledger.session() as session:
+        repository.upsert_users(session, list(found.values()), now)
+        repository.mark_users_deleted(session, gone, now)
+    return confirmed
 
 
 # --- reconcile
@@ -171,15 +280,25 @@ def _run(
 ) -> Iterator[_Run]:
     """Open the ledger, take the run lock, and record the run from start to finish,
     including runs that end in an error."""
-    ledger = open_ledger(settings)
+    ledger = Ledger(settings.database_url)
     try:
+        _warn_about_ledger_file(ledger)
         with ledger.run_lock():
+            # Migrated under the lock: two runs never migrate at once, nor one under another.
+            ledger.upgrade()
             started = time.monotonic()
             with ledger.session() as session:
-                # Under the run lock nobody else is uploading: a pending intent is a dead run's.
+                # Under the run lock nobody else is uploading: a pending intent is a dead run's,
+                # and so is every other run without an end.
                 interrupted = repository.close_interrupted_uploads(session)
                 summary = RunSummary(repository.start_run(session, command, dry_run))
+                abandoned = repository.close_abandoned_runs(session, summary.run_id)
             logs.RUN_ID.run_id = summary.run_id  # every log line of this run carries its id
+            if abandoned:
+                log.warning(
+                    "closed run(s) %s as abandoned: their process stopped before they finished",
+                    ", ".join(map(str, abandoned)),
+                )
             if interrupted:
                 log.warning("%d upload(s) of an interrupted run will be redone", interrupted)
             run = _Run(settings, ledger, summary, client_factory)
@@ -228,7 +347,8 @@ def reconcile(
     client_factory: ClientFactory = build_client,
     progress: Progress | None = None,
 ) -> tuple[RunSummary, Plan]:
-    """observe -> refresh (only if something is new) -> plan -> apply -> report."""
+    """observe -> refresh (only if something is new or waiting) -> plan -> confirm ->
+    apply -> report."""
     progress = progress or Progress()
     settings.require_folders()
     overrides = load_overrides(settings)
@@ -240,17 +360,27 @@ def reconcile(
             with run.ledger.session() as session:
                 # Loading 100,000 users costs seconds; skip it when no file needs a name.
                 users = repository.current_users(session) if observed.files else []
-            index = UserIndex(users, settings.match_on)
+            index = UserIndex(
+                users, settings.match_on, include_external=settings.include_external_members
+            )
             return plan(
                 observed.files, observed.deferred, view, index, overrides, observed.unreadable
             )
 
         def refreshed_plan() -> Plan:
             progress.stage("users")
-            refresh_users(run.graph(), run.ledger, full=full_refresh, progress=progress)
+            refresh_users(
+                run.graph(),
+                run.ledger,
+                full=full_refresh,
+                progress=progress,
+                full_refresh_hours=settings.full_refresh_hours,
+            )
             return plan_from_ledger()
 
-        if full_refresh or new_or_changed(observed.files, view):
+        # New files need names; waiting files may have been settled by a change in the
+        # tenant. A run with neither sends nothing to Graph.
+        if full_refresh or new_or_changed(observed.files, view) or waiting(observed.files, view):
             the_plan = refreshed_plan()
         else:
             the_plan = plan_from_ledger()
@@ -258,6 +388,7 @@ def reconcile(
             # request first, so a user deleted since is not written to again.
             if the_plan.has_graph_work:
                 the_plan = refreshed_plan()
+        the_plan = confirm_before_write(run, the_plan, overrides)
         if dry_run:
             for action in the_plan.actions:
                 run.summary.add(FileResult(action.file.name, action.outcome, action.reason))
@@ -289,14 +420,17 @@ def retry_failed(
     progress: Progress | None = None,
 ) -> tuple[RunSummary, Plan]:
     """Upload again the files whose last upload failed, to the user the ledger recorded:
-    no listing, no matching, one request per file."""
+    no listing and no matching, but each write is confirmed with Graph first, as in
+    reconcile (the user may have been disabled or renamed since the failure)."""
     progress = progress or Progress()
     settings.require_folders()
+    overrides = load_overrides(settings)
     with _run(settings, "retry-failed", False, client_factory) as run:
         observed, file_ids, _view = _observe(settings, run.ledger)
         with run.ledger.session() as session:
             targets = repository.failed_uploads(session, include_permanent=include_permanent)
         the_plan = Plan(tuple(_retry_actions(observed, targets)))
+        the_plan = confirm_before_write(run, the_plan, overrides)
         if the_plan.actions:
             _apply(run, the_plan, file_ids, progress)
         return run.summary, the_plan
@@ -317,8 +451,12 @@ def _retry_actions(
 
 
 def upgrade_database(settings: Settings) -> tuple[str, str | None]:
-    ledger = open_ledger(settings)
+    """`db upgrade`: migrate under the run lock, like a run does, never beside one."""
+    ledger = Ledger(settings.database_url)
     try:
+        _warn_about_ledger_file(ledger)
+        with ledger.run_lock():
+            ledger.upgrade()
         return ledger.describe(), ledger.revision()
     finally:
         ledger.dispose()
@@ -336,9 +474,11 @@ def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
             recent = repository.recent_runs(session, runs)
             waiting = repository.waiting_counts(session)
             delta = repository.get_state(session, repository.DELTA_LINK)
+            listed = repository.get_state(session, repository.FULL_LISTING_AT)
+            listed_at = _parse_time(listed.value) if listed else None
             users = repository.count_users(session)
             run_views = [_run_view(run) for run in recent]
-        rows = _not_landed_rows(ledger)
+        rows = _not_landed_rows(ledger, settings.include_external_members)
         failures: dict[str, int] = {}
         by_reason: dict[tuple[str, str], int] = {}
         for row in rows:
@@ -351,6 +491,8 @@ def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
             "schema_revision": ledger.revision(),
             "users": users,
             "delta_token_age_s": _seconds_between(delta.updated_at, utcnow()) if delta else None,
+            # How stale the backstop for what delta rounds miss is (full_refresh_hours).
+            "full_listing_age_s": _seconds_between(listed_at, utcnow()) if listed_at else None,
             "waiting": waiting,
             "failures": failures,
             "failure_reasons": [
@@ -397,19 +539,22 @@ def report_unmatched(settings: Settings) -> list[ReportRow]:
     """Every file that has not landed, with its reason's detail; the ledger alone."""
     ledger = open_ledger(settings)
     try:
-        return _not_landed_rows(ledger)
+        return _not_landed_rows(ledger, settings.include_external_members)
     finally:
         ledger.dispose()
 
 
-def _not_landed_rows(ledger: Ledger) -> list[ReportRow]:
+def _not_landed_rows(ledger: Ledger, include_external: bool) -> list[ReportRow]:
     with ledger.session() as session:
         files = repository.not_landed(session)
         ids = [f.id for f in files]
         uploads = repository.last_uploads_of(session, ids)
         considered = repository.last_considered(session, ids)
         users = repository.users_by_id(session, {f.user_id for f in files if f.user_id})
-        rows = [_report_row(f, uploads.get(f.id), considered.get(f.id), users) for f in files]
+        rows = [
+            _report_row(f, uploads.get(f.id), considered.get(f.id), users, include_external)
+            for f in files
+        ]
     return sorted(rows, key=lambda r: (REASONS.index(r.reason), r.file))
 
 
@@ -418,6 +563,7 @@ def _report_row(
     upload: models.Upload | None,
     considered: datetime | None,
     users: dict[str, User],
+    include_external: bool,
 ) -> ReportRow:
     reason = "invalid" if file.location == "failed" else file.last_outcome or "deferred"
     user = users.get(file.user_id) if file.user_id else None
@@ -435,7 +581,11 @@ def _report_row(
         detail=file.last_reason or "",
         suggestions=listed if reason == "unmatched" else [],
         candidates=listed if reason == "ambiguous" else [],
-        ineligible_because=user.ineligibility if user and reason == "ineligible" else None,
+        ineligible_because=(
+            user.ineligibility(include_external=include_external)
+            if user and reason == "ineligible"
+            else None
+        ),
         image_error=file.last_reason if reason == "invalid" else None,
         graph_error_code=graph_failure.graph_error_code if graph_failure else None,
         graph_error_message=graph_failure.graph_error_message if graph_failure else None,

@@ -27,6 +27,7 @@ from reconciler.errors import (
     PhotosyncError,
 )
 from reconciler.model import FAILS_RUN, FileResult, Outcome, Plan, RunSummary
+from reconciler.names import one_line, shown
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -125,15 +126,15 @@ _VERB = {
     Outcome.INVALID: "invalid",
     Outcome.FAILED: "failed",
     Outcome.DEFERRED: "deferred",
+    Outcome.IGNORED: "ignored",
 }
 
 
 def render_plan(plan: Plan) -> None:
     for action in plan.actions:
         user = action.user.label if action.user else "-"
-        click.echo(
-            f"{_VERB[action.outcome]:<10}  {action.file.name}  ->  {user}  ({action.reason})"
-        )
+        line = f"{_VERB[action.outcome]:<10}  {action.file.name}  ->  {user}  ({action.reason})"
+        click.echo(one_line(line))
 
 
 def render_results(results: list[FileResult], *, everything: bool) -> None:
@@ -142,8 +143,8 @@ def render_results(results: list[FileResult], *, everything: bool) -> None:
     for result in sorted(results, key=lambda r: r.file):
         if not everything and result.outcome not in FAILS_RUN:
             continue
-        where = f"  => {result.destination}" if result.destination else ""
-        click.echo(f"{result.outcome.value:<10}  {result.file}  ({result.reason}){where}")
+        where = f"  => {shown(str(result.destination))}" if result.destination else ""
+        click.echo(one_line(f"{result.outcome.value:<10}  {result.file}  ({result.reason}){where}"))
 
 
 def render_summary(summary: RunSummary) -> None:
@@ -342,14 +343,22 @@ def status(settings: Settings, runs: int, as_json: bool) -> None:
       photosync status --config /etc/photosync.toml --runs 5
     """
     info = app.status(settings, runs=runs)
+    # Links and folders in the inbox, each with what to do: nothing else lists them.
+    info["ignored"] = [
+        {"file": row.file, "reason": row.detail}
+        for row in app.report_unmatched(settings)
+        if row.reason == "ignored"
+    ]
     if as_json:
         click.echo(json.dumps(info, default=str))
         return
     click.echo(f"ledger: {info['ledger']} (schema {info['schema_revision']})")
     age = info["delta_token_age_s"]
+    listed = info["full_listing_age_s"]
     click.echo(
         f"users known: {info['users']}; delta token age: "
-        f"{'none yet' if age is None else f'{age / 3600:.1f} h'}"
+        f"{'none yet' if age is None else f'{age / 3600:.1f} h'}; last full listing: "
+        f"{'none yet' if listed is None else f'{listed / 3600:.1f} h ago'}"
     )
     waiting = ", ".join(f"{k} {v}" for k, v in sorted(info["waiting"].items())) or "none"
     click.echo(f"files in the inbox: {waiting}")
@@ -357,6 +366,8 @@ def status(settings: Settings, runs: int, as_json: bool) -> None:
     click.echo(f"failures: {failures}")
     for failure in info["failure_reasons"]:
         click.echo(f"  {failure['outcome']:<8} {failure['files']:>4}  {failure['reason']}")
+    for entry in info["ignored"]:
+        click.echo(one_line(f"  ignored  {entry['file']}: {entry['reason']}"))
     click.echo("last runs:" if info["runs"] else "last runs: none yet")
     for run in info["runs"]:
         click.echo("  " + run_line(run))
@@ -411,7 +422,8 @@ def show(settings: Settings, run_id: int, as_json: bool) -> None:
                 f"  [HTTP {file['http_status']}, {file['attempts']} attempt(s), "
                 f"client-request-id {file['client_request_id']}]"
             )
-        click.echo(f"{file['outcome']:<10}  {file['file']}{user}  ({file['reason']}){where}{http}")
+        line = f"{file['outcome']:<10}  {file['file']}{user}  ({file['reason']}){where}{http}"
+        click.echo(one_line(line))
 
 
 @main.group()

@@ -57,6 +57,8 @@ class Settings:
     move_completed: bool = True
     overrides_file: Path | None = None
     crop: str | None = None
+    full_refresh_hours: float = 24.0
+    include_external_members: bool = False
     retry_attempts: int = 6
     log_level: str = "warning"
     log_format: str = "text"
@@ -135,6 +137,19 @@ def _seconds(value: object) -> float:
     except ValueError:
         raise ValueError(expected) from None
     if not number >= 0 or number == float("inf"):
+        raise ValueError(expected)
+    return number
+
+
+def _hours(value: object) -> float:
+    expected = "a number of hours from 0 to 8760 (0 = list all users whenever users are needed)"
+    if isinstance(value, bool):
+        raise ValueError(expected)
+    try:
+        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    except ValueError:
+        raise ValueError(expected) from None
+    if not 0 <= number <= 8760:
         raise ValueError(expected)
     return number
 
@@ -287,6 +302,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "CSV 'filename,userPrincipalName' of explicit matches.",
     ),
     SettingSpec("crop", _choice(("square",), optional=True), "'square' = centre-crop to a square."),
+    SettingSpec(
+        "full_refresh_hours",
+        _hours,
+        "A run that needs users lists them all when the last full listing is older than "
+        "this; catches what delta rounds miss, such as restored users.",
+    ),
+    SettingSpec(
+        "include_external_members",
+        _boolean,
+        "true = external (B2B) accounts, invited or synchronised from another tenant, may "
+        "receive photos.",
+    ),
     SettingSpec(
         "retry_attempts",
         _integer(1, 20),

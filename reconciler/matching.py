@@ -54,8 +54,11 @@ class MatchResult:
 class UserIndex:
     """Users by the normalised value of one property, plus by UPN for overrides."""
 
-    def __init__(self, users: Iterable[User], match_on: str) -> None:
+    def __init__(
+        self, users: Iterable[User], match_on: str, *, include_external: bool = False
+    ) -> None:
         self.match_on = match_on
+        self.include_external = include_external
         self._by_key: dict[str, list[User]] = defaultdict(list)
         self._by_upn: dict[str, User] = {}
         # word -> keys containing it: keeps did-you-mean cheap in a 200,000-user tenant.
@@ -69,6 +72,9 @@ class UserIndex:
                     self._keys_by_word[word].add(key)
             if user.user_principal_name:
                 self._by_upn[normalise(user.user_principal_name)] = user
+
+    def is_eligible(self, user: User) -> bool:
+        return user.is_eligible(include_external=self.include_external)
 
     def lookup(self, key: str) -> list[User]:
         return self._by_key.get(key, [])
@@ -90,7 +96,7 @@ class UserIndex:
         for candidate in close:
             for user in self._by_key[candidate]:
                 shown = user.value_of(self.match_on) or candidate
-                if user.eligible and shown not in names:
+                if self.is_eligible(user) and shown not in names:
                     names.append(shown)
         return names[:limit]
 
@@ -98,7 +104,7 @@ class UserIndex:
 def match(key: str, index: UserIndex) -> MatchResult:
     """Decide who a normalised file name means, by the match_on property."""
     users = index.lookup(key)
-    return _classify(users, f"{index.match_on} '{key}'")
+    return classify(users, f"{index.match_on} '{key}'", include_external=index.include_external)
 
 
 def match_override(upn: str, index: UserIndex) -> MatchResult:
@@ -109,12 +115,13 @@ def match_override(upn: str, index: UserIndex) -> MatchResult:
             reason=f"the overrides file names {upn}, who is not in the tenant; fix the CSV line",
             via_override=True,
         )
-    result = _classify([user], f"override {upn}")
+    result = classify([user], f"override {upn}", include_external=index.include_external)
     return MatchResult(result.kind, result.user, result.candidates, True, result.reason)
 
 
-def _classify(users: list[User], what: str) -> MatchResult:
-    eligible = [u for u in users if u.eligible]
+def classify(users: list[User], what: str, *, include_external: bool) -> MatchResult:
+    """Decide among the users that hold a name: one eligible user is a match."""
+    eligible = [u for u in users if u.is_eligible(include_external=include_external)]
     if len(eligible) == 1:
         return MatchResult(MatchKind.UNIQUE, eligible[0], tuple(users), reason=f"matched {what}")
     if len(eligible) > 1:
@@ -127,12 +134,13 @@ def _classify(users: list[User], what: str) -> MatchResult:
         )
     if users:
         user = users[0]
-        why = user.ineligibility or "not eligible"
+        why = user.ineligibility(include_external=include_external) or "not eligible"
         return MatchResult(
             MatchKind.INELIGIBLE,
             user,
             tuple(users),
-            reason=f"the only match, {user.label}, is {why}; photos go to enabled members only",
+            reason=f"the only match, {user.label}, is not eligible ({why}); photos go to "
+            "enabled members of this tenant only",
         )
     return MatchResult(MatchKind.NONE, reason=f"no user has {what}")
 

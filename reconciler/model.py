@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from reconciler import names
+
 # User properties a file name may be matched against (the `match_on` setting).
 MATCH_PROPERTIES: tuple[str, ...] = (
     "displayName",
@@ -24,13 +26,30 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 )
 
 # What photosync asks Graph for: the match properties plus what eligibility needs.
-# accountEnabled, userType, mailNickname and employeeId are only returned when selected.
-USER_SELECT: tuple[str, ...] = ("id", *MATCH_PROPERTIES, "accountEnabled", "userType")
+# accountEnabled, userType, mailNickname, employeeId, creationType and externalUserState are
+# only returned when selected (docs/graph-behaviour.md, "Properties").
+ELIGIBILITY_PROPERTIES: tuple[str, ...] = (
+    "accountEnabled",
+    "userType",
+    "creationType",
+    "externalUserState",
+)
+USER_SELECT: tuple[str, ...] = ("id", *MATCH_PROPERTIES, *ELIGIBILITY_PROPERTIES)
+
+# Marks a B2B account's userPrincipalName, whatever its userType (cross-tenant
+# synchronisation creates external *members*; docs/graph-behaviour.md, "External accounts").
+EXTERNAL_UPN_MARK = "#EXT#"
+# externalUserState values of an invited account; null for the tenant's own people.
+_INVITED_STATES = frozenset({"pendingacceptance", "accepted"})
 
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """A tenant user, as much of it as photosync needs."""
+    """A tenant user, as much of it as photosync needs.
+
+    account_enabled and user_type are None when Graph has not told us: never assume a user
+    is enabled or a member (docs/graph-behaviour.md, "Delta items are patches").
+    """
 
     id: str
     display_name: str | None = None
@@ -38,23 +57,42 @@ class User:
     mail: str | None = None
     mail_nickname: str | None = None
     employee_id: str | None = None
-    account_enabled: bool = True
+    account_enabled: bool | None = True
     user_type: str | None = "Member"
+    creation_type: str | None = None
+    external_user_state: str | None = None
 
     @property
-    def eligible(self) -> bool:
-        """Only enabled members get photos: guests belong to another tenant's directory."""
-        return self.account_enabled and (self.user_type or "Member") == "Member"
+    def is_external(self) -> bool:
+        """A B2B account: invited, or synchronised from another tenant (#EXT# UPN)."""
+        upn = (self.user_principal_name or "").upper()
+        return (
+            EXTERNAL_UPN_MARK in upn
+            or (self.creation_type or "").lower() == "invitation"
+            or (self.external_user_state or "").lower() in _INVITED_STATES
+        )
 
-    @property
-    def ineligibility(self) -> str | None:
-        """Why this user may not receive a photo, in words for the report; None if eligible."""
+    def ineligibility(self, *, include_external: bool = False) -> str | None:
+        """Why this user may not receive a photo, naming the rule; None if eligible.
+
+        Only enabled members of this tenant get photos: a guest's or external account's
+        photo belongs to its home directory.
+        """
         reasons = []
-        if not self.account_enabled:
+        if self.account_enabled is None:
+            reasons.append("enabled state unknown (Graph has not said)")
+        elif not self.account_enabled:
             reasons.append("disabled")
-        if (self.user_type or "Member") != "Member":
-            reasons.append("guest")
+        if self.user_type is None:
+            reasons.append("userType unknown (Graph has not said)")
+        elif self.user_type != "Member":
+            reasons.append(self.user_type.lower())
+        if self.is_external and not include_external:
+            reasons.append("external (B2B) account")
         return " and ".join(reasons) or None
+
+    def is_eligible(self, *, include_external: bool = False) -> bool:
+        return self.ineligibility(include_external=include_external) is None
 
     @property
     def label(self) -> str:
@@ -73,7 +111,9 @@ class User:
 
     @classmethod
     def from_graph(cls, item: Mapping[str, Any]) -> User:
-        """Build from a Graph user object; missing properties mean unset, as Graph sends."""
+        """Build from a complete Graph user object (a listing or GET with USER_SELECT):
+        a property that is missing or null is unset, and an unknown accountEnabled or
+        userType stays unknown."""
         enabled = item.get("accountEnabled")
         return cls(
             id=str(item["id"]),
@@ -82,16 +122,33 @@ class User:
             mail=item.get("mail"),
             mail_nickname=item.get("mailNickname"),
             employee_id=item.get("employeeId"),
-            account_enabled=True if enabled is None else bool(enabled),
+            account_enabled=None if enabled is None else bool(enabled),
             user_type=item.get("userType"),
+            creation_type=item.get("creationType"),
+            external_user_state=item.get("externalUserState"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class UserPatch:
+    """One delta item for one user: its id and only the properties the item carried, by
+    Graph name. Graph promises only "at least the changed properties", so a property that
+    is absent is unchanged, never null (docs/graph-behaviour.md, "Delta items are patches")."""
+
+    id: str
+    properties: Mapping[str, Any]
+
+    @property
+    def is_complete(self) -> bool:
+        """Carries every property photosync selects: enough to build a User on its own."""
+        return all(p in self.properties for p in USER_SELECT if p != "id")
 
 
 @dataclass(frozen=True, slots=True)
 class UserChanges:
     """One delta round: users added or changed, ids removed, and where to resume next time."""
 
-    upserted: tuple[User, ...]
+    upserted: tuple[UserPatch, ...]
     removed: tuple[str, ...]
     delta_link: str
 
@@ -104,6 +161,18 @@ class FileStat:
     mtime_ns: int
     ctime_ns: int
     inode: int
+    # Not part of the cache key (the ledger does not keep it, and a remounted share may
+    # renumber it): the executor compares it to make sure it reads the file the scan saw.
+    device: int = field(default=0, compare=False)
+
+    def is_same_file(self, other: FileStat) -> bool:
+        """The same file, unchanged: same device and inode, same size and mtime."""
+        return (self.device, self.inode, self.size, self.mtime_ns) == (
+            other.device,
+            other.inode,
+            other.size,
+            other.mtime_ns,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +185,12 @@ class InboxFile:
     # None only for files deferred before hashing (still being written) or unreadable.
     sha256: str | None
 
+    @property
+    def key(self) -> str:
+        """The path as the ledger stores it: escaped when the real one holds bytes that are
+        not UTF-8 or control characters (reconciler/names.py); `path` stays the real one."""
+        return names.shown(str(self.path))
+
 
 @dataclass(frozen=True, slots=True)
 class UnreadableFile:
@@ -123,6 +198,9 @@ class UnreadableFile:
 
     file: InboxFile
     error: str  # the operating system's words, e.g. "Permission denied"
+    # An entry photosync never reads by rule (a symbolic link, a folder named like a
+    # photo): reported `ignored` with `error` as its whole reason, and left where it is.
+    ignored: bool = False
 
 
 class Outcome(enum.StrEnum):
@@ -136,6 +214,8 @@ class Outcome(enum.StrEnum):
     INVALID = "invalid"
     FAILED = "failed"
     DEFERRED = "deferred"
+    # Not a photo photosync may read (a link, a folder): reported, left alone, not a failure.
+    IGNORED = "ignored"
 
 
 # Outcomes that make the run exit 1.

@@ -9,9 +9,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 
-from reconciler.matching import MatchKind, UserIndex, has_image_suffix, name_key, resolve
+from reconciler import names
+from reconciler.matching import (
+    MatchKind,
+    UserIndex,
+    classify,
+    has_image_suffix,
+    name_key,
+    normalise,
+    resolve,
+)
 from reconciler.model import Action, ActionKind, InboxFile, Outcome, Plan, UnreadableFile, User
+
+# Verdicts that mean "waiting for a user": a later change in the tenant can settle them, so
+# a run with such files asks Graph what changed (docs/architecture.md, "Waiting files").
+WAITING = frozenset({Outcome.UNMATCHED.value, Outcome.AMBIGUOUS.value, Outcome.INELIGIBLE.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +36,7 @@ class RecordedFile:
     # A user this exact content was successfully uploaded to from this file, if any: lets a
     # run finish a move that a crash interrupted without matching the name again.
     uploaded_to: User | None = None
+    last_outcome: str | None = None  # the verdict of the last run that decided about it
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +50,20 @@ def new_or_changed(files: Iterable[InboxFile], view: LedgerView) -> list[InboxFi
     Graph about users."""
     changed = []
     for file in files:
-        recorded = view.files.get(str(file.path))
+        recorded = view.files.get(file.key)
         if recorded is None or recorded.sha256 != file.sha256:
             changed.append(file)
     return changed
+
+
+def waiting(files: Iterable[InboxFile], view: LedgerView) -> list[InboxFile]:
+    """Files still in the inbox whose last verdict was waiting for a user."""
+    found = []
+    for file in files:
+        recorded = view.files.get(str(file.path))
+        if recorded is not None and recorded.last_outcome in WAITING:
+            found.append(file)
+    return found
 
 
 def plan(
@@ -56,7 +81,9 @@ def plan(
     # Not the photo's fault and not for HR to fix: it stays, and the run fails so that
     # whoever watches the schedule sees it.
     actions.extend(
-        Action(
+        Action(u.file, ActionKind.LEAVE, Outcome.IGNORED, u.error)
+        if u.ignored
+        else Action(
             u.file,
             ActionKind.LEAVE,
             Outcome.FAILED,
@@ -72,6 +99,9 @@ def plan(
 def _decide(
     file: InboxFile, view: LedgerView, index: UserIndex, overrides: Mapping[str, str]
 ) -> Action:
+    if names.undecodable(file.path.name):
+        # Nothing can store or show the name as it is; failed_dir keeps the real name.
+        return Action(file, ActionKind.REJECT, Outcome.INVALID, names.NOT_UTF8)
     if not has_image_suffix(file.name):
         return Action(
             file,
@@ -79,7 +109,7 @@ def _decide(
             Outcome.INVALID,
             "not a photo file type; save it as .jpg or .png named after the person",
         )
-    recorded = view.files.get(str(file.path))
+    recorded = view.files.get(file.key)
     if recorded and recorded.uploaded_to and recorded.sha256 == file.sha256:
         user = recorded.uploaded_to
         return _unchanged(file, user)
@@ -103,6 +133,9 @@ def _decide(
     reason = result.reason
     if suggestions:
         reason += "; did you mean " + " or ".join(suggestions) + "?"
+    stray = names.stray_mark_hint(file.name)
+    if stray is not None:
+        reason += f"; {stray}"
     return Action(file, ActionKind.LEAVE, Outcome.UNMATCHED, reason, None, suggestions)
 
 
@@ -145,3 +178,110 @@ def _refuse_competing_files(actions: list[Action]) -> list[Action]:
             )
         )
     return resolved
+
+
+# --- confirm before write
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """How to ask Graph, just before writing, who a file's name means now."""
+
+    graph_property: str  # the property to filter on
+    value: str  # the literal to ask for, as the directory stores it
+    key: str  # the normalised form every holder's value must have
+
+
+def confirmation_lookups(
+    the_plan: Plan, overrides: Mapping[str, str], match_on: str
+) -> dict[str, Lookup]:
+    """One lookup per planned upload, by the file's path string.
+
+    The value asked for is the planned user's own spelling when it still normalises to the
+    file's key (Graph compares case-insensitively, but knows nothing of our whitespace and
+    Unicode folding), else the file's name as written.
+    """
+    lookups: dict[str, Lookup] = {}
+    for action in the_plan.of_kind(ActionKind.UPLOAD):
+        key = name_key(action.file.name)
+        upn = overrides.get(key)
+        if upn is not None:
+            lookups[str(action.file.path)] = Lookup("userPrincipalName", upn, normalise(upn))
+            continue
+        stored = action.user.value_of(match_on) if action.user else None
+        if stored is None or normalise(stored) != key:
+            stored = " ".join(PurePath(action.file.name).stem.split())
+        lookups[str(action.file.path)] = Lookup(match_on, stored, key)
+    return lookups
+
+
+def confirm(
+    the_plan: Plan,
+    lookups: Mapping[str, Lookup],
+    found: Iterable[User],
+    *,
+    include_external: bool,
+) -> Plan:
+    """Keep an upload only if Graph's answer, read in this run, names exactly one eligible
+    user for the file's key and that user is the planned one; every other upload becomes
+    what Graph's answer implies. Never adds an upload."""
+    users = list(found)
+    confirmed: list[Action] = []
+    for action in the_plan.actions:
+        lookup = lookups.get(str(action.file.path))
+        if action.kind is not ActionKind.UPLOAD or lookup is None or action.user is None:
+            confirmed.append(action)
+            continue
+        holders = [
+            u for u in users if normalise(u.value_of(lookup.graph_property) or "") == lookup.key
+        ]
+        confirmed.append(_as_confirmed(action, lookup, holders, include_external))
+    return Plan(tuple(confirmed))
+
+
+def _as_confirmed(
+    action: Action, lookup: Lookup, holders: list[User], include_external: bool
+) -> Action:
+    assert action.user is not None
+    planned = action.user
+    asked = f"{lookup.graph_property} '{lookup.value}'"
+    result = classify(holders, asked, include_external=include_external)
+    if result.kind is MatchKind.UNIQUE and result.user is not None:
+        if result.user.id == planned.id:
+            return Action(
+                action.file,
+                action.kind,
+                action.outcome,
+                action.reason,
+                result.user,
+                action.candidates,
+            )
+        return Action(
+            action.file,
+            ActionKind.LEAVE,
+            Outcome.DEFERRED,
+            f"Graph, asked before writing, says {asked} is now {result.user.label}, not "
+            f"{planned.label}; the next run matches the file afresh",
+            None,
+        )
+    checked = "checked with Graph before writing: "
+    if result.kind is MatchKind.AMBIGUOUS:
+        upns = tuple(u.label for u in result.candidates)
+        return Action(
+            action.file, ActionKind.LEAVE, Outcome.AMBIGUOUS, checked + result.reason, None, upns
+        )
+    if result.kind is MatchKind.INELIGIBLE:
+        return Action(
+            action.file,
+            ActionKind.LEAVE,
+            Outcome.INELIGIBLE,
+            checked + result.reason,
+            result.user,
+        )
+    return Action(
+        action.file,
+        ActionKind.LEAVE,
+        Outcome.UNMATCHED,
+        checked + f"no user has {asked} any more",
+        None,
+    )

@@ -81,7 +81,14 @@ def test_second_run_uploads_nothing_and_asks_graph_nothing(
 
     assert second.counts[Outcome.UPLOADED] == 0
     assert second.counts[Outcome.UNMATCHED] == 1
-    assert second.graph_requests == 0
+    # A file waiting for its user costs one delta round, and only that.
+    assert second.graph_requests == 1
+    assert emulator.tenant.photo_writes(jane) == writes_before
+
+    (settings.inbox_dir / "Nobody Known.jpg").unlink()
+    third, _ = app.reconcile(settings)
+
+    assert third.graph_requests == 0  # nothing new, nothing waiting: Graph is not asked
     assert emulator.tenant.photo_writes(jane) == writes_before
 
 
@@ -218,12 +225,13 @@ def test_json_summary_has_the_contract_keys(settings: Settings, emulator: GraphE
         "invalid",
         "failed",
         "deferred",
+        "ignored",  # an extension: links and folders in the inbox (contract, "Every inbox entry")
         "graph_requests",
         "duration_s",
     }
     assert summary["uploaded"] == 1
-    # One delta "latest", one users page, one PUT.
-    assert summary["graph_requests"] == emulator.graph_request_count == 3
+    # One delta "latest", one users page, one lookup confirming Jane before writing, one PUT.
+    assert summary["graph_requests"] == emulator.graph_request_count == 4
 
 
 def test_graph_failure_leaves_file_in_inbox_and_exits_1(
@@ -302,7 +310,7 @@ def test_retry_failed_uploads_to_the_recorded_user_without_listing(
         (r.method, r.path.endswith("/photo/$value"))
         for r in emulator.requests()
         if not r.token_request
-    ] == [("PUT", True)]
+    ] == [("GET", False), ("PUT", True)]  # the lookup confirming Jane, then the write
 
 
 def test_large_photo_is_resized_before_upload(settings: Settings, emulator: GraphEmulator) -> None:
@@ -407,8 +415,13 @@ def test_retry_failed_leaves_permanent_failures_unless_asked(
     assert untouched.results == [] and emulator.graph_request_count == 0
 
     retried, _ = app.retry_failed(settings, include_permanent=True)
-    assert outcomes(retried) == {"Doomed User.jpg": Outcome.FAILED}
-    assert emulator.graph_request_count == 1
+    # Confirmed before writing: Graph no longer has the user, so nothing is written and
+    # the file waits, unmatched (a lookup by name, then one read of the recorded user).
+    assert outcomes(retried) == {"Doomed User.jpg": Outcome.UNMATCHED}
+    assert [r.method for r in emulator.requests() if not r.token_request] == ["GET", "GET"]
+    assert ledger_rows(
+        settings, f"SELECT deleted_at IS NOT NULL FROM users WHERE id = '{doomed}'"
+    ) == [(1,)]
 
 
 def test_a_file_photosync_cannot_read_stays_and_fails_the_run(

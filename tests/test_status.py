@@ -61,7 +61,8 @@ def test_status_text_is_readable(settings: Settings, emulator: GraphEmulator) ->
 
     assert code == 0, output
     lines = output.splitlines()
-    assert lines[0] == f"ledger: {settings.database_url} (schema 0001)"
+    head = Ledger(settings.database_url).head_revision()
+    assert lines[0] == f"ledger: {settings.database_url} (schema {head})"
     assert "delta token age: 0.0 h" in lines[1]
     assert "files in the inbox: ambiguous 1, failed 1, ineligible 2, unmatched 2" in lines
     assert any(line.split()[:3] == ["failed", "1", "generalException"] for line in lines)

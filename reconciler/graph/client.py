@@ -54,7 +54,7 @@ from reconciler.graph.throttle import (
     backoff_delay,
     parse_retry_after,
 )
-from reconciler.model import USER_SELECT, UploadReceipt, User, UserChanges
+from reconciler.model import USER_SELECT, UploadReceipt, User, UserChanges, UserPatch
 
 log = logging.getLogger("reconciler.graph")
 
@@ -316,7 +316,7 @@ class GraphClient:
             # Saved while graph_url pointed elsewhere (another cloud, an emulator): its state
             # means nothing here, and following it would send our token to that host.
             raise DeltaResyncRequired(f"the saved delta link is not for {self.graph_url}")
-        upserted: dict[str, User] = {}
+        upserted: dict[str, UserPatch] = {}
         removed: dict[str, None] = {}  # an ordered set
         url = delta_link
         while True:
@@ -748,17 +748,21 @@ def _report(ticket: Ticket, call: _Call, response: requests.Response) -> None:
 
 
 def _apply_delta_item(
-    item: Mapping[str, Any], upserted: dict[str, User], removed: dict[str, None]
+    item: Mapping[str, Any], upserted: dict[str, UserPatch], removed: dict[str, None]
 ) -> None:
-    """Fold one delta entry in: the last word about an id wins, within and across pages."""
+    """Fold one delta entry in. An item is a patch (only what it carries changed), so two
+    items for one id in a round merge, the later one winning per property; a removal
+    forgets what came before it, and a later item after a removal is a restore."""
     user_id = str(item["id"])
     if "@removed" in item:
         upserted.pop(user_id, None)
         removed[user_id] = None
-    else:
-        removed.pop(user_id, None)
-        upserted.pop(user_id, None)  # re-insert so order follows the latest change
-        upserted[user_id] = User.from_graph(item)
+        return
+    removed.pop(user_id, None)
+    carried = {k: v for k, v in item.items() if k != "id" and not k.startswith("@")}
+    earlier = upserted.pop(user_id, None)  # re-insert so order follows the latest change
+    merged = {**earlier.properties, **carried} if earlier is not None else carried
+    upserted[user_id] = UserPatch(user_id, merged)
 
 
 def _batch_entry(index: int, user_id: str, data: bytes, content_type: str) -> dict[str, Any]:

@@ -79,8 +79,12 @@ class User(Base):
     mail: Mapped[str | None] = mapped_column(String(512))
     mail_nickname: Mapped[str | None] = mapped_column(String(512))
     employee_id: Mapped[str | None] = mapped_column(String(128))
-    account_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # NULL: Graph has not told us, which is never read as enabled or as a member.
+    account_enabled: Mapped[bool | None] = mapped_column(Boolean)
     user_type: Mapped[str | None] = mapped_column(String(32))
+    # What marks an external (B2B) account besides an #EXT# userPrincipalName.
+    creation_type: Mapped[str | None] = mapped_column(String(64))
+    external_user_state: Mapped[str | None] = mapped_column(String(64))
     refreshed_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
 

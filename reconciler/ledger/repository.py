@@ -14,13 +14,16 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from reconciler import model
+from reconciler import model, names
 from reconciler.fingerprint import CachedFingerprint
 from reconciler.ledger.models import InboxFile, Run, RunFile, SyncState, Upload, User, utcnow
 from reconciler.planner import LedgerView, RecordedFile
 from reconciler.scanner import ScanResult
 
 DELTA_LINK = "users.delta_link"
+# When the users were last listed in full (ISO 8601, UTC): the backstop for what delta
+# rounds miss (docs/graph-behaviour.md, "Restores").
+FULL_LISTING_AT = "users.full_listing_at"
 
 # Rows per INSERT: under SQLite's default 32,766 bound-parameter limit with 9 columns.
 _CHUNK = 2000
@@ -58,7 +61,45 @@ def finish_run(
     run.error = error
 
 
+ABANDONED = (
+    "abandoned: the process stopped before the run finished "
+    "(killed, crashed or the machine restarted)"
+)
+# The exit code the abandoned run would have had: it could not run to the end.
+ABANDONED_EXIT_CODE = 3
+
+
+def close_abandoned_runs(session: Session, current_run_id: int) -> list[int]:
+    """Close the runs a dead process left open. Only safe under the run lock: then no other
+    run is alive, so every other unfinished run is one that will never finish. finished_at
+    is when this was noticed, the only time the ledger can vouch for."""
+    abandoned = list(
+        session.scalars(select(Run.id).where(Run.finished_at.is_(None), Run.id != current_run_id))
+    )
+    if abandoned:
+        session.execute(
+            update(Run)
+            .where(Run.id.in_(abandoned))
+            .values(finished_at=utcnow(), exit_code=ABANDONED_EXIT_CODE, error=ABANDONED)
+        )
+    return abandoned
+
+
 # --- users
+
+
+# Graph property -> users column, for every property photosync selects.
+_USER_COLUMNS: dict[str, str] = {
+    "displayName": "display_name",
+    "userPrincipalName": "user_principal_name",
+    "mail": "mail",
+    "mailNickname": "mail_nickname",
+    "employeeId": "employee_id",
+    "accountEnabled": "account_enabled",
+    "userType": "user_type",
+    "creationType": "creation_type",
+    "externalUserState": "external_user_state",
+}
 
 
 def _user_row(user: model.User, now: datetime) -> dict[str, Any]:
@@ -71,6 +112,8 @@ def _user_row(user: model.User, now: datetime) -> dict[str, Any]:
         "employee_id": user.employee_id,
         "account_enabled": user.account_enabled,
         "user_type": user.user_type,
+        "creation_type": user.creation_type,
+        "external_user_state": user.external_user_state,
         "refreshed_at": now,
         "deleted_at": None,
     }
@@ -86,12 +129,14 @@ def to_model_user(row: User) -> model.User:
         employee_id=row.employee_id,
         account_enabled=row.account_enabled,
         user_type=row.user_type,
+        creation_type=row.creation_type,
+        external_user_state=row.external_user_state,
     )
 
 
 def upsert_users(session: Session, users: Sequence[model.User], now: datetime) -> None:
-    """Insert or update users in bulk: one compiled statement, executed for many rows
-    (a multi-row VALUES clause would be recompiled for every page, which is slower)."""
+    """Insert or replace complete users in bulk: one compiled statement, executed for many
+    rows (a multi-row VALUES clause would be recompiled for every page, which is slower)."""
     if not users:
         return
     rows = [_user_row(u, now) for u in users]
@@ -109,6 +154,33 @@ def upsert_users(session: Session, users: Sequence[model.User], now: datetime) -
             session.merge(User(**row))
         return
     session.connection().execute(statement, rows)
+
+
+def known_user_ids(session: Session, ids: Iterable[str]) -> set[str]:
+    """Which of `ids` the ledger holds a row for (deleted ones included)."""
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        found.update(session.scalars(select(User.id).where(User.id.in_(chunk))))
+    return found
+
+
+def apply_user_patches(session: Session, patches: Sequence[model.UserPatch], now: datetime) -> None:
+    """Apply delta items to users the ledger already holds: only the properties an item
+    carries change; the rest keep their earlier values (docs/graph-behaviour.md, "Delta
+    items are patches"). A patched user is present in the tenant, so it is not deleted."""
+    changes = []
+    for patch in patches:
+        values: dict[str, Any] = {
+            _USER_COLUMNS[name]: value
+            for name, value in patch.properties.items()
+            if name in _USER_COLUMNS
+        }
+        if "account_enabled" in values and values["account_enabled"] is not None:
+            values["account_enabled"] = bool(values["account_enabled"])
+        changes.append({"id": patch.id, **values, "refreshed_at": now, "deleted_at": None})
+    if changes:
+        # Bulk UPDATE by primary key; rows with the same set of columns share a statement.
+        session.execute(update(User), changes)
 
 
 def mark_users_deleted(session: Session, ids: Iterable[str], now: datetime) -> None:
@@ -174,6 +246,7 @@ class InboxRow:
     stat: model.FileStat
     sha256: str | None
     hashed_at_ns: int | None
+    last_outcome: str | None = None
 
 
 def inbox_rows(session: Session) -> dict[str, InboxRow]:
@@ -191,11 +264,12 @@ def inbox_rows(session: Session) -> dict[str, InboxRow]:
             InboxFile.inode,
             InboxFile.sha256,
             InboxFile.hashed_at_ns,
+            InboxFile.last_outcome,
         ).where(_IN_INBOX)
     )
     return {
-        path: InboxRow(file_id, model.FileStat(size, mtime, ctime, inode), sha, hashed)
-        for file_id, path, size, mtime, ctime, inode, sha, hashed in rows
+        path: InboxRow(file_id, model.FileStat(size, mtime, ctime, inode), sha, hashed, outcome)
+        for file_id, path, size, mtime, ctime, inode, sha, hashed, outcome in rows
     }
 
 
@@ -218,13 +292,14 @@ def record_scan(
     costs no statement at all. Rows are written as plain column values in bulk statements,
     not as ORM objects: building and flushing one object per file cost more than hashing it.
     """
-    hashed_paths = {str(f.path) for f in scan.hashed}
+    # Keyed by InboxFile.key: a real path that is not valid text is stored escaped.
+    hashed_paths = {f.key for f in scan.hashed}
     now = utcnow()
     new_rows: dict[str, dict[str, Any]] = {}
     changes: list[dict[str, Any]] = []
     ids: dict[str, int] = {}
     for file in [*scan.files, *scan.deferred, *(u.file for u in scan.unreadable)]:
-        key = str(file.path)
+        key = file.key
         hashed = key in hashed_paths
         values: dict[str, Any] = {
             "size": file.stat.size,
@@ -287,7 +362,9 @@ def ledger_view(session: Session, rows: Mapping[str, InboxRow]) -> LedgerView:
     files = {}
     for path, row in rows.items():
         user_id = uploaded_to_ids.get((row.id, row.sha256 or ""))
-        files[path] = RecordedFile(row.sha256, users.get(user_id) if user_id else None)
+        files[path] = RecordedFile(
+            row.sha256, users.get(user_id) if user_id else None, row.last_outcome
+        )
     return LedgerView(files=files, last_upload_sha=last_upload_sha(session))
 
 
@@ -347,7 +424,7 @@ def record_run_files(
                 "outcome": result.outcome.value,
                 "reason": result.reason,
                 "user_id": result.user_id,
-                "destination": str(result.destination) if result.destination else None,
+                "destination": names.shown(str(result.destination)) if result.destination else None,
             }
             for file_id, result in results
         ],
