@@ -24,7 +24,7 @@ from reconciler.matching import (
 from reconciler.model import Action, ActionKind, InboxFile, Outcome, Plan, UnreadableFile, User
 
 # Verdicts that mean "waiting for a user": a later change in the tenant can settle them, so
-# a run with such files asks Graph what changed (docs/architecture.md, "Waiting files").
+# a run with such files asks Graph what changed (docs/graph-behaviour.md, "Waiting files").
 WAITING = frozenset({Outcome.UNMATCHED.value, Outcome.AMBIGUOUS.value, Outcome.INELIGIBLE.value})
 
 

@@ -22,7 +22,7 @@ from reconciler.scanner import ScanResult
 
 DELTA_LINK = "users.delta_link"
 # When the users were last listed in full (ISO 8601, UTC): the backstop for what delta
-# rounds miss (docs/graph-behaviour.md, "Restores").
+# rounds miss (docs/graph-behaviour.md, "Full listing as a backstop").
 FULL_LISTING_AT = "users.full_listing_at"
 
 # Rows per INSERT: under SQLite's default 32,766 bound-parameter limit with 9 columns.
