@@ -10,7 +10,7 @@ from alembic import command
 from sqlalchemy import inspect, text
 
 from reconciler.errors import LedgerError, RunLockedError
-from reconciler.ledger.db import Ledger, migrations_config
+from reconciler.ledger.db import Ledger, ledger_file_warnings, migrations_config
 from tests.conftest import lock_holder
 
 
@@ -72,3 +72,25 @@ def test_lock_of_a_killed_run_does_not_block(tmp_path: Path) -> None:
     holder.wait()
     with Ledger(url).run_lock():
         pass
+
+
+def test_ledger_file_warnings_name_the_file_and_the_fix() -> None:
+    path = Path("/var/lib/photosync/photosync.db")
+    assert ledger_file_warnings(path, 0o100600, 1) == []
+    for loose in (0o100640, 0o100604, 0o100620):
+        (warning,) = ledger_file_warnings(path, loose, 1)
+        assert warning.endswith(f"run `chmod 600 {path}`")
+        assert f"mode {loose & 0o777:04o}" in warning
+    (warning,) = ledger_file_warnings(path, 0o100600, 2)
+    assert f"the ledger {path} has 2 hard links" in warning
+
+
+def test_a_hard_linked_ledger_is_warned_about(tmp_path: Path) -> None:
+    """Another name of the same file takes another lock and another WAL journal (see
+    docs/reliability.md): the operator is told, naming the file."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'photosync.db'}")
+    assert ledger.file_warnings() == []
+    os.link(tmp_path / "photosync.db", tmp_path / "second-name.db")
+    (warning,) = ledger.file_warnings()
+    assert str(tmp_path / "photosync.db") in warning and "2 hard links" in warning
+    ledger.dispose()

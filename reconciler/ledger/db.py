@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import socket
+import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import resources
@@ -38,10 +40,11 @@ def sqlite_path(url: URL) -> Path | None:
 def _prepare_sqlite_file(path: Path) -> None:
     # The ledger holds the tenant's user directory: readable by its owner only. Creating the
     # file ourselves (rather than letting SQLite do it) is the only way to get 0600 from birth.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        descriptor = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-        os.close(descriptor)
+    # Created where the path resolves to: O_EXCL refuses a symlink, even one to nothing yet.
+    real = Path(os.path.realpath(path))
+    real.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(real, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -113,7 +116,7 @@ class Ledger:
     @contextlib.contextmanager
     def run_lock(self) -> Iterator[None]:
         """Hold the one-run-at-a-time lock. The OS releases it when a process dies, so a
-        killed run never blocks the next one."""
+        killed run never blocks the next one. See docs/reliability.md."""
         holder = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -121,51 +124,157 @@ class Ledger:
         }
         path = sqlite_path(self.url)
         if path is not None:
-            with _file_lock(path.with_name(path.name + ".lock"), holder):
+            with _file_lock(lock_path(path), holder):
                 yield
         elif self.url.get_backend_name() == "postgresql":
-            with _pg_advisory_lock(self.engine, holder):
+            with _pg_advisory_lock(self.engine, holder, self.describe()):
                 yield
         else:
             yield  # in-memory SQLite: one process by construction
+
+    def file_warnings(self) -> list[str]:
+        """What the operator should fix about the SQLite file itself (permissions, extra
+        names); nothing for other databases or where the OS has no such notion."""
+        path = sqlite_path(self.url)
+        if path is None or os.name != "posix":
+            return []
+        real = Path(os.path.realpath(path))
+        try:
+            info = real.stat()
+        except OSError:
+            return []  # not there yet: it is created 0600 when first opened
+        return ledger_file_warnings(real, info.st_mode, info.st_nlink)
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def _describe_holder(info: dict[str, Any]) -> str:
+def lock_path(database: Path) -> Path:
+    """The run lock of a SQLite ledger, beside the file the path resolves to: every name
+    that reaches that file (a symlinked file or folder, a relative path, `..`) takes the
+    same lock. Hard links are other names for the file, not paths to it: see
+    docs/reliability.md."""
+    real = Path(os.path.realpath(database))
+    return real.with_name(real.name + ".lock")
+
+
+def ledger_file_warnings(path: Path, mode: int, links: int) -> list[str]:
+    """One line per problem with a ledger file of this mode and link count."""
+    warnings = []
+    if mode & 0o077:
+        warnings.append(
+            f"the ledger {path} can be read or written by other accounts "
+            f"(mode {stat.S_IMODE(mode):04o}) and holds the tenant's user directory: "
+            f"run `chmod 600 {path}`"
+        )
+    if links > 1:
+        warnings.append(
+            f"the ledger {path} has {links} hard links: a run that opens it by another of "
+            "those names takes another run lock and another journal; remove the extra names "
+            "and use a symlink instead"
+        )
+    return warnings
+
+
+def describe_holder(info: dict[str, Any]) -> str:
     # Host last: PostgreSQL keeps only 63 characters of application_name.
-    return f"pid {info.get('pid', '?')} since {info.get('since', '?')} on {info.get('host', '?')}"
+    return f"pid {info['pid']} since {info['since']} on {info['host']}"
+
+
+# The holder's identity is written into the lock file after this many bytes: Windows locks
+# byte 0 of the file (LockFileEx) and no other process may read a locked byte.
+_IDENTITY_OFFSET = 1
+# How long a refused run waits for the holder to write its identity, which it does right
+# after it takes the lock: the gap is microseconds, unless the holder is frozen mid-way.
+_IDENTITY_WAIT_S = 1.0
 
 
 @contextlib.contextmanager
 def _file_lock(path: Path, holder: dict[str, Any]) -> Iterator[None]:
-    lock = filelock.FileLock(path, timeout=0)
-    owner_file = path.with_name(path.name + ".owner")
+    # Our own descriptor, never truncated on open: the holder's identity lives in the file
+    # and a process that is refused the lock must not wipe it.
     try:
-        lock.acquire()
-    except filelock.Timeout:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+    except OSError as exc:
+        raise LedgerError(
+            f"cannot open the run lock {path}: {exc.strerror}; "
+            f"let this account create and write files in {path.parent}"
+        ) from None
+    try:
+        _make_private(descriptor)
+        if not filelock.lock_descriptor(descriptor, blocking=False):
+            raise RunLockedError(_holder_of(descriptor), lock=str(path))
         try:
-            info = json.loads(owner_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            info = {}
-        raise RunLockedError(_describe_holder(info)) from None
-    try:
-        owner_file.write_text(json.dumps(holder), encoding="utf-8")
-        yield
+            _write_identity(descriptor, holder)
+            yield
+        finally:
+            # Emptied, never deleted: unlinking a lock file lets a process that opened the
+            # old inode and a process that creates a new one both "hold" the lock.
+            with contextlib.suppress(OSError):
+                os.ftruncate(descriptor, 0)
+            filelock.unlock_descriptor(descriptor)
     finally:
-        with contextlib.suppress(OSError):
-            owner_file.unlink()
-        lock.release()
+        os.close(descriptor)
+
+
+def _make_private(descriptor: int) -> None:
+    # A lock file made by an older photosync (or under a loose umask) is tightened too.
+    if os.name == "posix":
+        with contextlib.suppress(OSError):  # someone else's file: theirs to fix
+            os.fchmod(descriptor, 0o600)
+
+
+def _write_identity(descriptor: int, holder: dict[str, Any]) -> None:
+    payload = b"\n" * _IDENTITY_OFFSET + json.dumps(holder).encode("utf-8")
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    os.write(descriptor, payload)
+    os.ftruncate(descriptor, len(payload))
+
+
+def _read_identity(descriptor: int) -> dict[str, Any] | None:
+    os.lseek(descriptor, _IDENTITY_OFFSET, os.SEEK_SET)
+    try:
+        info = json.loads(os.read(descriptor, 4096).decode("utf-8"))
+    except (OSError, ValueError):
+        return None  # empty, or caught mid-write
+    if not isinstance(info, dict) or not {"pid", "since", "host"} <= info.keys():
+        return None
+    return info
+
+
+def _holder_of(descriptor: int) -> str:
+    """Who holds the lock, as the holder wrote it. Read again briefly while the identity is
+    missing or is a dead process's (a crashed run's, not yet overwritten by the new holder)."""
+    deadline = time.monotonic() + _IDENTITY_WAIT_S
+    while True:
+        info = _read_identity(descriptor)
+        if info is not None and not _is_dead_local_process(info):
+            return describe_holder(info)
+        if time.monotonic() >= deadline:
+            return "its pid, host and start time are not recorded in the lock file"
+        time.sleep(0.02)
+
+
+def _is_dead_local_process(info: dict[str, Any]) -> bool:
+    # Only on this host, and only where signal 0 is a probe: on Windows os.kill terminates.
+    if os.name != "posix" or info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, OverflowError):
+        return False  # alive under another account, or not a pid we can judge
+    return False
 
 
 @contextlib.contextmanager
-def _pg_advisory_lock(engine: Engine, holder: dict[str, Any]) -> Iterator[None]:
+def _pg_advisory_lock(engine: Engine, holder: dict[str, Any], ledger: str) -> Iterator[None]:
     with engine.connect() as connection:
         # application_name is how the other run learns who holds the lock.
         connection.execute(
             text("SELECT set_config('application_name', :name, false)"),
-            {"name": _describe_holder(holder)[:63]},
+            {"name": describe_holder(holder)[:63]},
         )
         got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
         if not got.scalar():
@@ -177,7 +286,12 @@ def _pg_advisory_lock(engine: Engine, holder: dict[str, Any]) -> Iterator[None]:
                 ),
                 {"low": _PG_LOCK_KEY & 0xFFFF_FFFF},
             ).scalar()
-            raise RunLockedError(holder_name or "a session whose name PostgreSQL did not report")
+            raise RunLockedError(
+                holder_name
+                or "its pid, host and start time are not reported by PostgreSQL: "
+                "look for an advisory lock in pg_locks",
+                lock=f"on {ledger}",
+            )
         try:
             yield
         finally:
