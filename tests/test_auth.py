@@ -29,9 +29,11 @@ from reconciler.errors import AuthError, ConfigError
 from reconciler.graph.auth import (
     AUTH_MODES,
     TokenProvider,
+    arc_failure,
     authority_host,
     build_credential,
     describe_failure,
+    is_azure_arc,
     refresh_at,
     token_scope,
 )
@@ -331,3 +333,237 @@ def test_credential_failure_becomes_one_line_naming_mode_and_fix() -> None:
     assert "\n" not in message
     assert message.startswith("auth 'managed-identity' failed: no managed identity endpoint found")
     assert "set auth = 'client-secret'" in message
+
+
+# -- Azure Arc -----------------------------------------------------------------------------
+# The Arc flow reads a key file under /var/opt/azcmagent/tokens, which only root can create
+# here; these tests run where CI runs them (as root) and never touch a real agent's folder.
+
+ARC_TOKENS = Path("/var/opt/azcmagent/tokens")
+
+
+def _needs_arc_folder() -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("the Arc flow needs root to write /var/opt/azcmagent/tokens")
+    if ARC_TOKENS.parent.exists():
+        pytest.skip("an Azure Arc agent's folder is on this machine; leaving it alone")
+
+
+@pytest.mark.parametrize(
+    ("env", "himds", "arc"),
+    [
+        (
+            {"IDENTITY_ENDPOINT": "http://localhost:40342/t", "IMDS_ENDPOINT": "http://x"},
+            False,
+            True,
+        ),
+        (
+            {"IDENTITY_ENDPOINT": "http://x/msi", "IDENTITY_HEADER": "h", "IMDS_ENDPOINT": "x"},
+            False,
+            False,
+        ),
+        ({"IDENTITY_ENDPOINT": "http://x/msi"}, False, False),
+        ({}, True, True),
+        ({"MSI_ENDPOINT": "http://x"}, True, False),
+        ({}, False, False),
+    ],
+)
+def test_is_azure_arc_follows_azure_identity_and_msal(
+    env: dict[str, str], himds: bool, arc: bool
+) -> None:
+    assert is_azure_arc(env, himds) is arc
+
+
+def test_arc_failure_names_the_fix_only_for_what_it_knows() -> None:
+    denied = RuntimeError("AzureArcCredential.get_token failed")
+    denied.__context__ = PermissionError(13, "Permission denied")
+    assert arc_failure(denied, None) is not None and "himds group" in str(arc_failure(denied, None))
+    assert arc_failure(RuntimeError("connection refused"), APP) is None
+    assert arc_failure(RuntimeError("did not confirm the user-assigned identity"), None) is None
+
+
+class LegacyArcAgent:
+    """An Azure Arc agent from before user-assigned identities: it challenges with a key file
+    like any agent, then issues the machine's system-assigned token whatever client_id asks
+    for. No such agent can run here, so this stands in for one (the emulator's agent is a
+    current one and honours client_id)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+
+        from reconciler.graph._emulator_auth import ArcKeyFiles
+
+        keys = ArcKeyFiles()
+        self.keys = keys
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                scheme, _, secret = (self.headers.get("Authorization") or "").partition(" ")
+                if scheme.lower() != "basic":
+                    self._answer(401, {"error": "challenge"}, f"Basic realm={keys.challenge()}")
+                elif keys.redeem(secret):
+                    self._answer(200, {"access_token": "system-assigned", "expires_in": "3600"})
+                else:
+                    self._answer(401, {"error": "unauthorized_client"})
+
+            def _answer(self, status: int, body: dict[str, str], realm: str = "") -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if realm:
+                    self.send_header("WWW-Authenticate", realm)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.keys.close()
+
+
+def _arc_environment(monkeypatch: pytest.MonkeyPatch, endpoint: str, imds: str) -> None:
+    for name in ("IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "IDENTITY_SERVER_THUMBPRINT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", raising=False)
+    monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint)
+    monkeypatch.setenv("IMDS_ENDPOINT", imds)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def test_client_id_on_an_arc_agent_without_user_assigned_identities_exits_3(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from reconciler.cli import main
+    from tests.conftest import write_jpeg
+
+    _needs_arc_folder()
+    agent = LegacyArcAgent()
+    try:
+        _arc_environment(monkeypatch, f"{agent.url}/metadata/identity/oauth2/token", agent.url)
+        (tmp_path / "inbox").mkdir()
+        write_jpeg(tmp_path / "inbox" / "Jane Doe.jpg")
+        run = CliRunner().invoke(
+            main,
+            [
+                "reconcile",
+                "--graph-url",
+                "https://graph.microsoft.com",
+                "--client-id",
+                APP,
+                "--inbox-dir",
+                str(tmp_path / "inbox"),
+                "--completed-dir",
+                str(tmp_path / "completed"),
+                "--failed-dir",
+                str(tmp_path / "failed"),
+                "--database-url",
+                f"sqlite:///{tmp_path / 'photosync.db'}",
+                "--settle-seconds",
+                "0",
+            ],
+        )
+    finally:
+        agent.close()
+    assert run.exit_code == 3, run.output
+    assert "Azure Arc offers only the system-assigned identity" in run.output
+    assert "remove client_id" in run.output
+    assert (tmp_path / "inbox" / "Jane Doe.jpg").exists()
+    assert not ARC_TOKENS.parent.exists()  # the key files and folders went with the agent
+
+
+def test_client_id_on_a_current_arc_agent_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arc agents that serve user-assigned identities exist (azure-identity 1.26+ with msal
+    1.39+ ask for them and check the answer), so client_id with Arc is not refused up front."""
+    from reconciler.graph.emulator import GraphEmulator
+
+    _needs_arc_folder()
+    with GraphEmulator() as emu:
+        _arc_environment(monkeypatch, emu.arc_env()["IDENTITY_ENDPOINT"], emu.url)
+        tokens = TokenProvider(
+            lambda: build_credential("managed-identity", graph_url=emu.url, client_id=APP),
+            mode="managed-identity",
+            scope=token_scope(emu.url),
+        )
+        assert tokens.token() in emu.issued_tokens
+        [_, redeemed] = [r for r in emu.requests() if r.path == "/arc/token"]
+        assert redeemed.query["client_id"] == APP
+        tokens.close()
+
+
+def test_an_arc_key_file_this_account_cannot_read_names_the_himds_group(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from reconciler.graph.emulator import GraphEmulator, identity_environment
+    from tests.conftest import write_jpeg
+
+    _needs_arc_folder()
+    # The agent's folder as a real one is: its owner and group (himds) only. This account is
+    # in neither, and without the capabilities that let root ignore file permissions, root
+    # is shut out like a service account outside the himds group.
+    created = [d for d in (Path("/var/opt"), ARC_TOKENS.parent, ARC_TOKENS) if not d.exists()]
+    for folder in created:
+        folder.mkdir()
+    os.chown(ARC_TOKENS, 65534, 65534)
+    ARC_TOKENS.chmod(0o770)
+    try:
+        with GraphEmulator() as emu:
+            emu.tenant.add_user("Jane Doe")
+            inbox = tmp_path / "inbox"
+            inbox.mkdir()
+            write_jpeg(inbox / "Jane Doe.jpg")
+            env = identity_environment(os.environ, emu.arc_env())
+            env.pop("IDENTITY_HEADER", None)
+            done = subprocess.run(
+                [
+                    "setpriv",
+                    "--bounding-set",
+                    "-dac_override,-dac_read_search",
+                    sys.executable,
+                    "-m",
+                    "reconciler",
+                    "reconcile",
+                    "--json",
+                    "--graph-url",
+                    emu.url,
+                    "--inbox-dir",
+                    str(inbox),
+                    "--completed-dir",
+                    str(tmp_path / "completed"),
+                    "--failed-dir",
+                    str(tmp_path / "failed"),
+                    "--database-url",
+                    f"sqlite:///{tmp_path / 'photosync.db'}",
+                    "--settle-seconds",
+                    "0",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert [r.status for r in emu.requests() if r.path == "/arc/token"] == [401]
+            assert emu.graph_request_count == 0
+    finally:
+        for folder in reversed(created):
+            folder.rmdir()
+    assert done.returncode == 3, done.stderr
+    assert "add this account to the himds group (Linux)" in done.stderr
+    assert "run as an administrator (Windows)" in done.stderr
+    assert "Azure VM with a managed identity" not in done.stderr  # not the generic hint
+    assert (inbox / "Jane Doe.jpg").exists()

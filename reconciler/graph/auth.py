@@ -9,12 +9,14 @@ mode and says what to do, so the CLI can print it as is and exit 3.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from azure.core.credentials import AccessToken, TokenCredential
@@ -98,7 +100,7 @@ def build_credential(
     authority = authority_host(graph_url)
     if mode == "managed-identity":
         # client_id picks a user-assigned identity; None means the system-assigned one.
-        return ManagedIdentityCredential(client_id=client_id)
+        return ExplainedManagedIdentityCredential(client_id=client_id)
     if mode == "client-secret":
         tenant, app = _require_app(mode, tenant_id, client_id)
         secret = _require(mode, "client_secret", client_secret, "set PHOTOSYNC_CLIENT_SECRET")
@@ -120,6 +122,77 @@ def build_credential(
     if mode == "default":
         return DefaultAzureCredential(authority=authority, managed_identity_client_id=client_id)
     raise ConfigError("auth", f"unknown mode {mode!r}; use one of {', '.join(AUTH_MODES)}")
+
+
+# Where the Connected Machine agent installs himds: MSAL treats such a host as Azure Arc even
+# without the environment variables (docs/graph-behaviour.md, "Azure Arc").
+_HIMDS_PATHS: Final = (
+    Path("/opt/azcmagent/bin/himds"),
+    Path(os.path.expandvars(r"%ProgramFiles%\AzureConnectedMachineAgent\himds.exe")),
+)
+ARC_KEY_UNREADABLE: Final = (
+    "this account cannot read Azure Arc's token key file; add this account to the himds "
+    "group (Linux) or run as an administrator (Windows), then run again"
+)
+ARC_SYSTEM_ASSIGNED_ONLY: Final = (
+    "Azure Arc offers only the system-assigned identity on this machine (its agent did not "
+    "issue a token for client_id {client_id}); remove client_id, or update the Azure Connected "
+    "Machine agent to one that serves user-assigned identities"
+)
+# How MSAL and azure-identity word "Arc gave (or can give) no token for that user-assigned
+# identity": the fail-closed check of msal 1.39+, and the refusal of older releases.
+_ARC_USER_ASSIGNED_REFUSED: Final = re.compile(r"(?i)user-assigned|system-assigned")
+
+
+def is_azure_arc(env: Mapping[str, str], himds_installed: bool = False) -> bool:
+    """True when ManagedIdentityCredential will use the Azure Arc flow: IDENTITY_ENDPOINT
+    and IMDS_ENDPOINT without IDENTITY_HEADER, or (no managed-identity variable at all) a
+    host with the Arc agent installed."""
+    if env.get("IDENTITY_ENDPOINT"):
+        return bool(env.get("IMDS_ENDPOINT")) and not env.get("IDENTITY_HEADER")
+    return himds_installed and not env.get("MSI_ENDPOINT")
+
+
+def arc_failure(exc: BaseException, client_id: str | None) -> str | None:
+    """What an Azure Arc token failure means, when it is one we can name; None otherwise."""
+    if any(isinstance(cause, PermissionError) for cause in _chain(exc)):
+        return ARC_KEY_UNREADABLE
+    if client_id and _ARC_USER_ASSIGNED_REFUSED.search(str(exc)):
+        return ARC_SYSTEM_ASSIGNED_ONLY.format(client_id=client_id)
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+class ExplainedManagedIdentityCredential(ManagedIdentityCredential):
+    """ManagedIdentityCredential whose Azure Arc failures say what to do on an Arc server.
+
+    azure-identity lets a PermissionError from reading Arc's key file escape as it is, and
+    reports an agent that cannot serve a user-assigned identity in MSAL's words; both become
+    one AuthError line that names the fix.
+    """
+
+    def __init__(self, *, client_id: str | None = None) -> None:
+        super().__init__(client_id=client_id)
+        self._photosync_client_id = client_id
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        try:
+            token: AccessToken = super().get_token(*scopes, **kwargs)
+        except Exception as exc:
+            arc = is_azure_arc(os.environ, any(path.exists() for path in _HIMDS_PATHS))
+            meaning = arc_failure(exc, self._photosync_client_id) if arc else None
+            if meaning is None:
+                raise
+            raise AuthError(f"auth 'managed-identity' failed: {meaning}") from exc
+        return token
 
 
 def _require(mode: str, setting: str, value: str | None, how: str) -> str:
