@@ -4,11 +4,20 @@ Crash-safe order for an upload (design.md): record the intent, upload, record su
 the file, record the move. A crash between any two steps leaves a ledger the next run
 finishes from: an intent without a result is simply uploaded again (PUT is idempotent), and
 a recorded success whose file is still in the inbox is planned as "unchanged" and moved.
+
+What is uploaded is what was read: each file is opened without following links, read once
+and hashed as it is read, and the upload is prepared from those same bytes. If the open
+file is not the one the scan saw (device, inode, size, mtime) or its bytes do not have the
+planned hash, nothing is uploaded and the file is deferred. Before a file is moved, its
+name must still refer to that same, unchanged file; otherwise whatever is there now stays
+for the next run (docs/reliability.md, "Read once, upload what was read").
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +27,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from reconciler import names
 from reconciler.errors import (
     AuthError,
     GraphError,
@@ -31,12 +41,19 @@ from reconciler.model import (
     Action,
     ActionKind,
     FileResult,
+    FileStat,
     Outcome,
     Plan,
     PreparedImage,
     UploadReceipt,
 )
-from reconciler.moves import move_into
+from reconciler.moves import SourceChanged, move_into
+from reconciler.scanner import NotAPlainFile, Snapshot, read_snapshot, stat_of
+
+CHANGED = "changed while being processed; the next run looks at it again"
+# The name no longer leads to the file the scan saw: gone, renamed, or replaced by a link
+# (ELOOP under O_NOFOLLOW) or by something that is not a file.
+_REPLACED_ERRNOS = frozenset({errno.ENOENT, errno.ELOOP, errno.ENOTDIR})
 
 log = logging.getLogger("reconciler.executor")
 
@@ -51,7 +68,8 @@ class ApplyOptions:
     failed_dir: Path
     move_completed: bool
     concurrency: int
-    prepare: Callable[[Path], PreparedImage]
+    # The upload for a file whose content is these bytes (images.prepare_bytes).
+    prepare: Callable[[bytes], PreparedImage]
 
 
 class Executor:
@@ -108,7 +126,7 @@ class Executor:
             )
             for a in actions
         ]
-        ids = [self.file_ids[str(a.file.path)] for a in actions]
+        ids = [self.file_ids[a.file.key] for a in actions]
         with self._write_lock, self.ledger.session() as session:
             repository.preload_files(session, ids)
             self._record(session, actions, results)
@@ -121,19 +139,47 @@ class Executor:
         return self._move_and_record(action, Outcome.UNCHANGED, action.reason)
 
     def _reject(self, action: Action, reason: str) -> FileResult:
+        if not _still_as_scanned(action.file.path, action.file.stat):
+            return self._changed(action)
         try:
-            destination = move_into(action.file.path, self.options.failed_dir)
+            destination = move_into(
+                action.file.path, self.options.failed_dir, sha256=action.file.sha256
+            )
+        except SourceChanged:
+            return self._changed(action)
         except OSError as exc:
             return self._finish(
                 action,
                 FileResult(
                     action.file.name,
                     Outcome.INVALID,
-                    f"{reason}; and it could not be moved to failed_dir: {exc}",
+                    f"{reason}; and it could not be moved to failed_dir: {_os_words(exc)}",
                 ),
             )
         result = FileResult(action.file.name, Outcome.INVALID, reason, destination=destination)
         return self._finish(action, result, location="failed")
+
+    def _changed(self, action: Action) -> FileResult:
+        return self._finish(action, FileResult(action.file.name, Outcome.DEFERRED, CHANGED))
+
+    def _read(self, action: Action) -> Snapshot | FileResult:
+        """The file's bytes, read once, if it is still the file the plan is about; else
+        the file's result (deferred when it changed, failed when it cannot be read)."""
+        try:
+            snapshot = read_snapshot(action.file.path)
+        except NotAPlainFile:
+            return self._changed(action)
+        except OSError as exc:
+            if exc.errno in _REPLACED_ERRNOS:
+                return self._changed(action)
+            reason = (
+                f"cannot be read ({_os_words(exc)}); give the account that runs photosync "
+                "read access"
+            )
+            return self._finish(action, FileResult(action.file.name, Outcome.FAILED, reason))
+        if not is_as_planned(snapshot, action.file.stat, action.file.sha256):
+            return self._changed(action)
+        return snapshot
 
     def _upload_safely(self, action: Action) -> FileResult | None:
         if self._abort is not None:
@@ -148,14 +194,18 @@ class Executor:
         assert action.user is not None and action.file.sha256 is not None
         assert self.uploader is not None
         user = action.user
+        snapshot = self._read(action)
+        if isinstance(snapshot, FileResult):
+            return snapshot
         try:
-            prepared = self.options.prepare(action.file.path)
+            prepared = self.options.prepare(snapshot.data)
         except ImageError as exc:
             return self._reject(action, str(exc))
-        file_id = self.file_ids[str(action.file.path)]
+        file_id = self.file_ids[action.file.key]
         with self._write_lock, self.ledger.session() as session:
+            # The hash of the bytes read here, which are the bytes prepared and sent.
             upload_id = repository.record_intent(
-                session, self.run_id, file_id, user.id, action.file.sha256, prepared
+                session, self.run_id, file_id, user.id, snapshot.sha256, prepared
             )
         try:
             receipt = self.uploader.upload_photo(user.id, prepared.data, prepared.content_type)
@@ -212,16 +262,32 @@ class Executor:
     def _move_and_record(self, action: Action, outcome: Outcome, reason: str) -> FileResult:
         assert action.user is not None
         user = action.user
+        if not _still_as_scanned(action.file.path, action.file.stat):
+            return self._left_changed(action, outcome, reason)
         try:
-            destination = move_into(action.file.path, self.options.completed_dir)
+            destination = move_into(
+                action.file.path, self.options.completed_dir, sha256=action.file.sha256
+            )
+        except SourceChanged:
+            return self._left_changed(action, outcome, reason)
         except OSError as exc:
             # The photo is in Graph; only the file is stuck. The next run moves it.
-            note = f"{reason}; but it could not be moved to completed_dir: {exc}"
+            note = f"{reason}; but it could not be moved to completed_dir: {_os_words(exc)}"
             return self._finish(
                 action, FileResult(action.file.name, Outcome.FAILED, note, user.id, user.label)
             )
         result = FileResult(action.file.name, outcome, reason, user.id, user.label, destination)
         return self._finish(action, result, location="completed")
+
+    def _left_changed(self, action: Action, outcome: Outcome, reason: str) -> FileResult:
+        """The file at the name is no longer the one this run read: it stays for the next
+        run, which hashes it again. What was uploaded (if anything) stands."""
+        assert action.user is not None
+        if outcome is not Outcome.UPLOADED:
+            return self._changed(action)
+        note = f"{reason}; the file {CHANGED}"
+        result = FileResult(action.file.name, outcome, note, action.user.id, action.user.label)
+        return self._finish(action, result)
 
     def _finish(
         self, action: Action, result: FileResult, location: str | None = None
@@ -229,8 +295,9 @@ class Executor:
         with self._write_lock, self.ledger.session() as session:
             self._record(session, [action], [result])
             if location is not None and result.destination is not None:
-                file_id = self.file_ids[str(action.file.path)]
-                repository.record_move(session, file_id, location, str(result.destination))
+                file_id = self.file_ids[action.file.key]
+                destination = names.shown(str(result.destination))
+                repository.record_move(session, file_id, location, destination)
         self.on_file_done(result)
         return result
 
@@ -238,7 +305,7 @@ class Executor:
         self, session: Session, actions: Sequence[Action], results: Sequence[FileResult]
     ) -> None:
         """Each file's latest verdict, and this run's line for it, in the caller's transaction."""
-        ids = [self.file_ids[str(a.file.path)] for a in actions]
+        ids = [self.file_ids[a.file.key] for a in actions]
         for file_id, action, result in zip(ids, actions, results, strict=True):
             repository.record_outcome(
                 session,
@@ -264,6 +331,30 @@ class Executor:
                 client_request_id=exc.client_request_id,
                 attempts=exc.attempts,
             )
+
+
+def is_as_planned(snapshot: Snapshot, planned: FileStat, planned_sha256: str | None) -> bool:
+    """The bytes in hand are the planned file's, as the plan saw them: same device, inode,
+    size and mtime, not written to while read, and the planned hash."""
+    return (
+        snapshot.steady
+        and snapshot.stat.is_same_file(planned)
+        and snapshot.sha256 == planned_sha256
+    )
+
+
+def _still_as_scanned(path: Path, planned: FileStat) -> bool:
+    """Does the name still refer to the planned file, unchanged (never through a link)?"""
+    try:
+        return stat_of(os.lstat(path)).is_same_file(planned)
+    except OSError:
+        return False
+
+
+def _os_words(exc: OSError) -> str:
+    """The operating system's words for an error, with the path shown safely."""
+    where = f": {names.shown(str(exc.filename))}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 def _failure_reason(exc: GraphError) -> str:

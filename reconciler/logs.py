@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from reconciler.names import one_line
+
 # Structured fields callers pass with `extra=`; JSON lines carry them as top-level keys.
 FIELDS = ("run_id", "file", "user_id", "action", "http_status", "client_request_id")
 
@@ -18,15 +20,23 @@ class JsonLineFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": one_line(record.getMessage()),
         }
         for name in FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                entry[name] = value
+                entry[name] = one_line(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Text lines whose message cannot span lines or break the encoder, whatever a file
+    name holds (a newline, a byte that is not UTF-8); a traceback still follows as is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
 
 
 class RunIdFilter(logging.Filter):
@@ -55,7 +65,7 @@ def configure(level: str, fmt: str, file: Path | None) -> None:
     if fmt == "json":
         handler.setFormatter(JsonLineFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RUN_ID)
     root = logging.getLogger("reconciler")
     for old in list(root.handlers):

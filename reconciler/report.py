@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reconciler import images
 from reconciler.errors import ImageError
+from reconciler.names import one_line
 
 # Stable field order of the CSV columns and JSON keys.
 COLUMNS = (
@@ -38,7 +39,7 @@ COLUMNS = (
 )
 
 # In the order a person should deal with them: what they can fix first, what waits last.
-REASONS = ("unmatched", "ambiguous", "ineligible", "invalid", "failed", "deferred")
+REASONS = ("unmatched", "ambiguous", "ineligible", "invalid", "failed", "deferred", "ignored")
 
 # What each reason means and what to do, in words for the HR staff who read the HTML report.
 EXPLANATIONS: dict[str, tuple[str, str]] = {
@@ -76,6 +77,11 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
         "The file was still changing when photosync looked; it may have been copying.",
         "Nothing: the next run takes it.",
     ),
+    "ignored": (
+        "Not a photo file: a shortcut (symbolic link) or a folder. photosync never follows "
+        "links, so that it only ever sends photos that are really in the inbox.",
+        "Put the photo file itself in the inbox, then delete the link or folder.",
+    ),
 }
 
 NO_DETAIL = "—"
@@ -105,6 +111,8 @@ class ReportRow:
         for key in ("first_seen", "last_attempt"):
             value = data[key]
             data[key] = value.isoformat(timespec="seconds") if value else None
+        for key in ("file", "detail", "path"):
+            data[key] = one_line(data[key])  # a row per line, whatever a name holds
         return {key: data[key] for key in COLUMNS}
 
     @property
@@ -154,7 +162,10 @@ def to_table(rows: Sequence[ReportRow]) -> str:
     if not rows:
         return "Every file has landed."
     header = ("FILE", "REASON", "FIRST SEEN", "LAST ATTEMPT", "DETAIL")
-    cells = [(r.file, r.reason, _date(r.first_seen), _date(r.last_attempt), r.what) for r in rows]
+    cells = [
+        (one_line(r.file), r.reason, _date(r.first_seen), _date(r.last_attempt), one_line(r.what))
+        for r in rows
+    ]
     widths = [max(len(line[i]) for line in [header, *cells]) for i in range(4)]
     return "\n".join(
         "  ".join([*(c.ljust(w) for c, w in zip(line[:4], widths, strict=True)), line[4]])
@@ -228,9 +239,11 @@ def _what_html(row: ReportRow) -> str:
 def _row_html(row: ReportRow, thumbnail_of: Callable[[Path], str]) -> str:
     esc = html.escape
     user = f'<div class="user">{esc(row.user)}</div>' if row.user else ""
+    # An ignored entry is a link or a folder: reading it would follow the link.
+    picture = PLACEHOLDER if row.reason == "ignored" else thumbnail_of(Path(row.path))
     return (
         "<tr>"
-        f'<td class="photo"><img src="{thumbnail_of(Path(row.path))}" alt="photo in '
+        f'<td class="photo"><img src="{picture}" alt="photo in '
         f'{esc(row.file)}"></td>'
         f'<td><div class="file">{esc(row.file)}</div>{user}</td>'
         f"<td>{_what_html(row)}</td>"

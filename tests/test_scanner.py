@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
+import os
 import time
 from pathlib import Path
 
+import pytest
+
 from reconciler.fingerprint import CachedFingerprint
-from reconciler.scanner import scan
+from reconciler.scanner import FOLDER_REASON, LINK_REASON, SPECIAL_REASON, read_snapshot, scan
 
 
 def test_only_plain_files_directly_in_the_inbox(tmp_path: Path) -> None:
@@ -26,7 +31,12 @@ def test_only_plain_files_directly_in_the_inbox(tmp_path: Path) -> None:
 
     result = scan(inbox, {}, settle_seconds=0)
 
-    assert sorted(f.name for f in result.files) == ["Jane Doe.jpg", "Link In.jpg"]
+    # Links are never followed, not even to a file inside the inbox: each is reported.
+    assert sorted(f.name for f in result.files) == ["Jane Doe.jpg"]
+    assert sorted((u.file.name, u.ignored) for u in result.unreadable) == [
+        ("Link In.jpg", True),
+        ("Link Out.jpg", True),
+    ]
 
 
 def later() -> int:
@@ -96,3 +106,64 @@ def test_every_file_gets_its_own_hash_when_hashed_in_threads(tmp_path: Path) -> 
     assert {f.name: f.sha256 for f in result.files} == expected
     assert len(result.hashed) == 700 and result.deferred == []
     assert result.bytes_read == sum(p.stat().st_size for p in inbox.iterdir())
+
+
+def test_junk_is_silent_and_every_other_entry_is_a_candidate_or_reported(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for junk in (".DS_Store", "._Jane Doe.jpg", "..jpg", "Thumbs.db", "DESKTOP.INI", "~$Doc.docx"):
+        (inbox / junk).write_bytes(b"x")
+    (inbox / "Jane Doe.jpg").write_bytes(b"photo")
+    (inbox / "x.jpg").mkdir()
+    (inbox / "Archive").mkdir()  # a plain sub-folder: never looked into, by rule
+    (inbox / "Loop.jpg").symlink_to("Loop.jpg")
+    (inbox / "Dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(inbox / "Pipe.jpg")
+
+    result = scan(inbox, {}, settle_seconds=0)
+
+    assert [f.name for f in result.files] == ["Jane Doe.jpg"]
+    assert sorted((u.file.name, u.error, u.ignored) for u in result.unreadable) == [
+        ("Dangling.jpg", LINK_REASON, True),
+        ("Loop.jpg", LINK_REASON, True),
+        ("Pipe.jpg", SPECIAL_REASON, True),
+        ("x.jpg", FOLDER_REASON, True),
+    ]
+
+
+def test_a_name_that_is_not_utf8_is_scanned_under_its_real_path(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    real = os.fsdecode(os.fsencode(str(inbox)) + b"/Caf\xe9.jpg")
+    Path(real).write_bytes(b"bytes")
+
+    result = scan(inbox, {}, settle_seconds=0)
+
+    [file] = result.files
+    assert file.name == "Caf\\xe9.jpg"  # shown escaped
+    assert os.fsencode(file.path) == os.fsencode(real)  # the real bytes, for the move
+    assert file.key.endswith("/Caf\\xe9.jpg") and file.key.isprintable()
+    assert file.sha256 == hashlib.sha256(b"bytes").hexdigest()
+
+
+def test_the_scan_records_the_device_and_the_cache_ignores_it(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "Jane.jpg").write_bytes(b"abc")
+    first = scan(inbox, {}, settle_seconds=0, clock_ns=later)
+    [file] = first.files
+    assert file.stat.device == os.stat(inbox / "Jane.jpg").st_dev != 0
+    # The ledger keeps no device: a cached entry without one still vouches for the file.
+    stored = CachedFingerprint(dataclasses.replace(file.stat, device=0), file.sha256 or "", later())
+    second = scan(inbox, {file.key: stored}, settle_seconds=0)
+    assert second.hashed == [] and [f.sha256 for f in second.files] == [file.sha256]
+
+
+def test_read_snapshot_never_follows_a_link(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.jpg"
+    outside.write_bytes(b"not yours")
+    link = tmp_path / "Jane.jpg"
+    link.symlink_to(outside)
+    with pytest.raises(OSError) as caught:
+        read_snapshot(link)
+    assert caught.value.errno == errno.ELOOP
