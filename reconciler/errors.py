@@ -17,7 +17,9 @@ types rather than on requests/SQLAlchemy/Pillow internals.
     └── ImageError               a file is not a usable image; it goes to failed_dir
 
 Messages are written for the person reading one line in a log: they name the thing and
-say what to do. They never contain a token or a secret.
+say what to do. They never contain a token or a secret. What a Graph failure means is decided
+in one place, graph_advice(status, code, operation), from Graph's error code rather than the
+status alone (docs/graph-behaviour.md has a section per code).
 """
 
 from __future__ import annotations
