@@ -291,3 +291,18 @@ def test_a_killed_run_row_survives_in_a_ledger_read_directly(
     assert ledger_rows(
         settings, "SELECT counts, graph_requests, exit_code, error FROM runs WHERE id = 2"
     ) == [('{"uploaded": 2}', 7, 3, ABANDONED)]
+
+
+def test_a_lock_file_that_cannot_be_opened_is_one_line_naming_it(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    ledger = Path(settings.database_url.removeprefix("sqlite:///"))
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    (ledger.parent / "photosync.db.lock").mkdir()  # in the way of the lock file
+
+    result = CliRunner().invoke(main, ["reconcile", *cli_args(settings)])
+
+    assert result.exit_code == 3
+    (line,) = result.stderr.splitlines()
+    assert f"cannot open the run lock {ledger.parent / 'photosync.db.lock'}" in line
+    assert "Traceback" not in result.output

@@ -202,19 +202,36 @@ def _file_lock(path: Path, holder: dict[str, Any]) -> Iterator[None]:
         ) from None
     try:
         _make_private(descriptor)
-        if not filelock.lock_descriptor(descriptor, blocking=False):
+        if not _try_lock(descriptor, path):
             raise RunLockedError(_holder_of(descriptor), lock=str(path))
         try:
-            _write_identity(descriptor, holder)
+            try:
+                _write_identity(descriptor, holder)
+            except OSError as exc:
+                raise LedgerError(
+                    f"cannot write to the run lock {path}: {exc.strerror}; "
+                    f"free some space on, or let this account write to, {path.parent}"
+                ) from None
             yield
         finally:
             # Emptied, never deleted: unlinking a lock file lets a process that opened the
             # old inode and a process that creates a new one both "hold" the lock.
             with contextlib.suppress(OSError):
                 os.ftruncate(descriptor, 0)
-            filelock.unlock_descriptor(descriptor)
+            with contextlib.suppress(OSError):  # closing the descriptor releases it anyway
+                filelock.unlock_descriptor(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _try_lock(descriptor: int, path: Path) -> bool:
+    try:
+        return filelock.lock_descriptor(descriptor, blocking=False)
+    except OSError as exc:  # e.g. a network file system without locks (ENOLCK)
+        raise LedgerError(
+            f"cannot lock the run lock {path}: {exc.strerror}; keep a SQLite ledger on a "
+            "local disk (see docs/reliability.md)"
+        ) from None
 
 
 def _make_private(descriptor: int) -> None:
