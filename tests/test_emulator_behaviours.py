@@ -183,7 +183,7 @@ def test_a_restored_user_shows_in_delta_unless_restores_are_hidden(
 def test_restore_needs_a_soft_deleted_user_and_a_free_upn(emulator: GraphEmulator) -> None:
     tenant = emulator.tenant
     soft, hard = tenant.add_users(2)
-    upn = tenant.user(soft)["userPrincipalName"]  # type: ignore[index]
+    upn = str((tenant.user(soft) or {})["userPrincipalName"])
     tenant.delete_user(soft)
     tenant.delete_user(hard, permanent=True)
     with pytest.raises(KeyError):

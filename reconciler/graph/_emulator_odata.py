@@ -40,7 +40,7 @@ FILTER_SUPPORT: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 }
 DEFAULT_ORDERBY = frozenset({"displayName", "userPrincipalName"})
 # Without advanced query parameters a filter may hold at most this many expressions
-# (docs/graph-behaviour.md, "Filter expression limit").
+# (docs/graph-behaviour.md, "Filter literals and the expression limit").
 MAX_DEFAULT_EXPRESSIONS = 15
 
 

@@ -424,7 +424,16 @@ class UserRoutes:
         fresh = frozenset(c.id for c in shown if c.id in state.pending)
         minimal = _prefer(req).get("return") == "minimal"
         return DeltaCursor(
-            shown, state.seq, select, state.ids, end, minimal, items, hide, fresh, pending
+            shown,
+            state.seq,
+            select,
+            state.ids,
+            end,
+            minimal=minimal,
+            items=items,
+            hide_restores=hide,
+            fresh=fresh,
+            pending=pending,
         )
 
     def _split_visible(self, changes: list[Change]) -> tuple[list[Change], frozenset[str]]:
