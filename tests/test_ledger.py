@@ -77,6 +77,7 @@ def test_lock_of_a_killed_run_does_not_block(tmp_path: Path) -> None:
 def test_ledger_file_warnings_name_the_file_and_the_fix() -> None:
     path = Path("/var/lib/photosync/photosync.db")
     assert ledger_file_warnings(path, 0o100600, 1) == []
+    assert ledger_file_warnings(path, 0o100711, 1) == []  # execute alone reads nothing
     for loose in (0o100640, 0o100604, 0o100620):
         (warning,) = ledger_file_warnings(path, loose, 1)
         assert warning.endswith(f"run `chmod 600 {path}`")

@@ -158,10 +158,14 @@ def lock_path(database: Path) -> Path:
     return real.with_name(real.name + ".lock")
 
 
+# Read or write by group or others; an execute bit alone gives no access to a data file.
+_SHARED_ACCESS = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
+
+
 def ledger_file_warnings(path: Path, mode: int, links: int) -> list[str]:
     """One line per problem with a ledger file of this mode and link count."""
     warnings = []
-    if mode & 0o077:
+    if mode & _SHARED_ACCESS:
         warnings.append(
             f"the ledger {path} can be read or written by other accounts "
             f"(mode {stat.S_IMODE(mode):04o}) and holds the tenant's user directory: "
