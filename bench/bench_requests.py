@@ -3,9 +3,13 @@
 For N users and k new photos per run, measured against the emulator (which counts every
 request it receives):
 
-    first run                                  at most ceil(N/999) + 2 + k
-    next run (k more photos, 10 user changes)  at most 2 + k
-    a run with no new photo                    0
+    first run                                  at most ceil(N/999) + 2 + k + ceil(k/15)
+    next run (k more photos, 10 user changes)  at most 2 + k + ceil(k/15)
+    a run with nothing new and nothing waiting 0
+    a run with only waiting files, no change   1  (one delta round)
+
+ceil(k/15) is confirm-before-write: one $filter lookup per 15 planned uploads
+(docs/graph-behaviour.md, "Confirm before write").
 
 The runbook lists every user at the default page size (100) and uploads one file per
 request on every run: ceil(N/100) + k. Run: python bench/bench_requests.py [--users N]
@@ -72,12 +76,17 @@ def main() -> None:
         write_photos(inbox, names[k : 2 * k], 200)
         second = run(settings, emulator)
         idle = run(settings, emulator)
+        write_photos(inbox, ["Nobody Known"], 90)
+        run(settings, emulator)  # a new file: its first verdict is "unmatched"
+        waiting = run(settings, emulator)
 
     runbook = math.ceil(n / 100) + k
+    confirm = math.ceil(k / 15)
     rows = [
-        ("first run", first, math.ceil(n / 999) + 2 + k),
-        (f"next run (+{k} photos, 10 user changes)", second, 2 + k),
-        ("run with no new photo", idle, 0),
+        ("first run", first, math.ceil(n / 999) + 2 + k + confirm),
+        (f"next run (+{k} photos, 10 user changes)", second, 2 + k + confirm),
+        ("nothing new, nothing waiting", idle, 0),
+        ("only a waiting file, no tenant change", waiting, 1),
     ]
     print(f"N = {n:,} users, k = {k} photos per run\n")
     print(

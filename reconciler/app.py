@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from reconciler.config import Settings
 from reconciler.errors import ConfigError, DeltaResyncRequired
 from reconciler.executor import ApplyOptions, Executor
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
-from reconciler.graph.client import GraphClient
+from reconciler.graph.client import FILTER_VALUES_LIMIT, GraphClient
 from reconciler.ledger import models, repository
 from reconciler.ledger.db import Ledger
 from reconciler.ledger.models import utcnow
@@ -205,6 +206,10 @@ def _apply_user_changes(client: GraphClient, ledger: Ledger, changes: UserChange
         repository.set_state(session, repository.DELTA_LINK, changes.delta_link)
 
 
+def _chunked(values: list[str], size: int) -> list[list[str]]:
+    return [values[start : start + size] for start in range(0, len(values), size)]
+
+
 def _parse_time(text: str) -> datetime | None:
     try:
         return _utc(datetime.fromisoformat(text))
@@ -225,11 +230,20 @@ def confirm_before_write(run: _Run, the_plan: Plan, overrides: Mapping[str, str]
     values: dict[str, set[str]] = {}
     for lookup in lookups.values():
         values.setdefault(lookup.graph_property, set()).add(lookup.value)
+    # One lookup per FILTER_VALUES_LIMIT values, sent `concurrency` at a time: reads do not
+    # count against the photo write quota, and 500 uploads need 34 of them.
+    requests = [
+        (graph_property, chunk)
+        for graph_property, wanted in values.items()
+        for chunk in _chunked(sorted(wanted), FILTER_VALUES_LIMIT)
+    ]
     found: dict[str, User] = {}
-    for graph_property, wanted in values.items():
-        for item in client.find_users(graph_property, sorted(wanted), USER_SELECT):
-            user = User.from_graph(item)
-            found[user.id] = user
+    with ThreadPoolExecutor(settings.concurrency, "photosync-confirm") as pool:
+        answers = pool.map(lambda r: client.find_users(r[0], r[1], USER_SELECT), requests)
+        for answer in answers:
+            for item in answer:
+                user = User.from_graph(item)
+                found[user.id] = user
     confirmed = confirm(
         the_plan, lookups, found.values(), include_external=settings.include_external_members
     )

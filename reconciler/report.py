@@ -192,6 +192,8 @@ def thumbnail(path: Path) -> str:
     the placeholder when the file is missing or cannot be decoded. images.prepare already
     orients, flattens and downscales exactly as an upload would, so the page shows what
     Graph would get."""
+    if path.is_symlink():
+        return PLACEHOLDER  # photosync never follows links, not even for a thumbnail
     try:
         small = images.prepare(path, max_bytes=64 * 1024, max_dimension=THUMBNAIL_PIXELS)
     except ImageError:

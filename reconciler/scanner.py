@@ -126,7 +126,9 @@ def _listing(inbox: Path, set_aside: list[UnreadableFile]) -> Iterator[tuple[str
                 continue
             shown = names.shown(entry.name)
             try:
-                raw = entry.stat(follow_symlinks=False)
+                # os.lstat, not entry.stat(): on Windows the latter leaves inode and device
+                # at 0, and the executor compares both with the file it opens.
+                raw = os.lstat(entry.path)
             except FileNotFoundError:
                 continue  # gone since listing: it will not be in this run
             except OSError as error:
