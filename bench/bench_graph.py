@@ -217,6 +217,8 @@ def main() -> None:
         f"    PUTs, base64 adds {100 * (batch.sent_mb / puts.sent_mb - 1):.0f} % to the bytes, "
         "and a throttled or failed item\n    is retried per batch round: not adopted."
     )
+    print(f"\n(c) photosync reconcile, {n} new photos, write quota {rate:g}/s, with confirm\n")
+    table([whole_run(n, latency, rate)], bound)
 
 
 if __name__ == "__main__":
