@@ -28,6 +28,7 @@ import functools
 import hashlib
 import math
 import struct
+import traceback
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from typing import Literal
 
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
-from reconciler import images_color, images_jpeg
+from reconciler import images_budget, images_color, images_jpeg
 from reconciler.errors import ImageError
 from reconciler.model import IMAGE_SUFFIXES, PreparedImage
 
@@ -98,6 +99,17 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
 
 _Path = Literal["original", "stripped", "reencoded"]
 
+# The budget for decoded pixels, shared by every thread that prepares a photo (see
+# images_budget and docs/reliability.md). 384 MiB lets four 12-megapixel photos decode at once,
+# while a 60-megapixel PNG (240 MB as pixels) decodes alone; it is what keeps four of those at
+# the default concurrency under 800 MB instead of 4 GB. Replace it to change the capacity.
+DECODE_BUDGET = images_budget.MemoryBudget(384 * 2**20)
+images_budget.return_large_blocks_to_the_os()
+
+# What a decoder holds per pixel besides Pillow's image: libwebp and libheif decode into buffers
+# of their own that are then copied, and libtiff may buffer a whole strip or tile set.
+_DECODER_BYTES_PER_PIXEL = {"WEBP": 4, "HEIF": 8, "TIFF": 4}
+
 _HEIF_HINT = "pip install 'photosync[heif]'"
 
 _EMPTY = "the file is empty (0 bytes); copy the photo into the folder again"
@@ -140,14 +152,34 @@ def prepare_bytes(
     if not data:
         raise ImageError(_EMPTY)
     try:
-        with _pillow_warnings(), _open(data) as im:
-            photo = _inspect(im)
-            passthrough = _passthrough(photo, data, max_bytes, max_dimension, crop)
-            if passthrough is not None:
-                return passthrough
-            return _reencode(im, photo, data, max_bytes, max_dimension, crop)
+        # Only the header is read before the reservation; the pixels are decoded under it,
+        # and it is held until they are freed (see images_budget).
+        with (
+            _pillow_warnings(),
+            _open(data) as im,
+            DECODE_BUDGET.reserve(_decode_cost(im, max_dimension, crop)),
+        ):
+            try:
+                return _prepare_opened(im, data, max_bytes, max_dimension, crop)
+            except BaseException as exc:
+                # The failed frames' locals may hold full-size pixels: free them while the
+                # reservation still covers them, not whenever the exception is dropped.
+                traceback.clear_frames(exc.__traceback__)
+                raise
+            finally:
+                im.close()
     except _DECODE_ERRORS as exc:
         raise ImageError(_damaged(exc)) from exc
+
+
+def _prepare_opened(
+    im: Image.Image, data: bytes, max_bytes: int, max_dimension: int, crop: str | None
+) -> PreparedImage:
+    photo = _inspect(im)
+    passthrough = _passthrough(photo, data, max_bytes, max_dimension, crop)
+    if passthrough is not None:
+        return passthrough
+    return _reencode(im, photo, data, max_bytes, max_dimension, crop)
 
 
 @functools.cache
@@ -348,7 +380,7 @@ def _reencode(
         # The end-of-image check is what catches a file cut short and padded with zeros, which
         # libjpeg decodes without complaint.
         _jpeg_layout(data)
-        im.draft("RGB", _draft_request(photo, stored_out, square=crop == "square"))
+        im.draft("RGB", _draft_request(photo.width, photo.height, stored_out, crop == "square"))
     im.load()
     pixels = images_color.to_working_mode(im)
     box = _centre_square(pixels.size) if crop == "square" else _whole(pixels.size)
@@ -368,15 +400,54 @@ def _output_size(width: int, height: int, max_dimension: int, *, square: bool) -
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _draft_request(photo: _Photo, out: tuple[int, int], *, square: bool) -> tuple[int, int]:
+def _draft_request(width: int, height: int, out: tuple[int, int], square: bool) -> tuple[int, int]:
     """The size to ask Image.draft for: the whole image at the output's scale.
 
     draft() picks the largest DCT reduction (1/2, 1/4, 1/8) that leaves at least this size,
     so the region we resample from is never smaller than the output.
     """
-    region = min(photo.width, photo.height) if square else max(photo.width, photo.height)
+    region = min(width, height) if square else max(width, height)
     scale = (out[0] if square else max(out)) / region
-    return math.ceil(photo.width * scale), math.ceil(photo.height * scale)
+    return math.ceil(width * scale), math.ceil(height * scale)
+
+
+def _draft_reduction(size: tuple[int, int], request: tuple[int, int]) -> int:
+    """The DCT reduction Image.draft will choose for `request`: as Pillow's JPEG plugin
+    decides it, the largest of 8, 4, 2 and 1 that the size divides into at least `request`."""
+    fits = min(size[0] // max(1, request[0]), size[1] // max(1, request[1]))
+    return next(s for s in (8, 4, 2, 1) if fits >= s or s == 1)
+
+
+# Memory.
+
+
+def _decode_cost(im: Image.Image, max_dimension: int, crop: str | None) -> int:
+    """Bytes the decode of `im` holds at its peak, known from the header alone: the decoded
+    pixels, the full-size copies the pipeline makes of them, and the decoder's own buffers."""
+    transparency = "transparency" in im.info
+    if im.format != "JPEG":
+        per_pixel = (
+            images_color.pixel_bytes(im.mode)
+            + images_color.working_bytes_per_pixel(im.mode, transparency=transparency)
+            + _DECODER_BYTES_PER_PIXEL.get(im.format or "", 0)
+        )
+        return im.width * im.height * per_pixel
+    out = _output_size(im.width, im.height, max_dimension, square=crop == "square")
+    request = _draft_request(im.width, im.height, out, crop == "square")
+    reduction = _draft_reduction(im.size, request)
+    decoded = math.ceil(im.width / reduction) * math.ceil(im.height / reduction)
+    mode = "RGB" if im.mode == "YCbCr" else im.mode
+    per_decoded_pixel = images_color.pixel_bytes(mode) + images_color.working_bytes_per_pixel(
+        mode, transparency=transparency
+    )
+    # A progressive JPEG is decoded from a coefficient buffer covering the full-size image,
+    # whatever the draft scale: two bytes per sample, at most one sample per band per pixel.
+    coefficients = 2 * len(im.getbands()) * im.width * im.height if _progressive(im) else 0
+    return decoded * per_decoded_pixel + coefficients
+
+
+def _progressive(im: Image.Image) -> bool:
+    return bool(im.info.get("progressive") or im.info.get("progression"))
 
 
 def _whole(size: tuple[int, int]) -> tuple[float, float, float, float]:

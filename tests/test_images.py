@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from reconciler import app, images_jpeg
+from reconciler import app, images, images_jpeg
 from reconciler.config import Settings
 from reconciler.errors import ImageError
 from reconciler.graph.emulator import GraphEmulator
 from reconciler.images import SUPPORTED_SUFFIXES, heif_available, prepare, prepare_bytes
+from reconciler.images_budget import MemoryBudget
 from reconciler.model import PreparedImage
 from tests.conftest import ledger_rows
 
@@ -898,3 +899,115 @@ def test_a_canonical_jpeg_keeps_its_bytes_and_its_jfif_header() -> None:
     data = encode(marked((320, 240)), quality=90)
     prepared = prepare_bytes(data, max_bytes=10**6, max_dimension=648, crop=None)
     assert prepared.path == "original" and prepared.data == data
+
+
+# The memory budget: decodes across threads share one budget of decoded bytes.
+
+
+def budget_corpus(count: int, size: tuple[int, int] = (400, 300)) -> list[bytes]:
+    return [encode(marked((size[0] + i, size[1])).effect_spread(3), "PNG") for i in range(count)]
+
+
+def prepare_all(sources: list[bytes], workers: int = 4) -> list[bytes]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(data: bytes) -> bytes:
+        return prepare_bytes(data, max_bytes=10**6, max_dimension=200, crop=None).data
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, sources))
+
+
+def test_decodes_in_flight_never_exceed_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    sources = budget_corpus(8)
+    one_decode = 410 * 300 * 4  # the largest: an RGB PNG is decoded at 4 bytes a pixel
+    budget = MemoryBudget(int(one_decode * 2.5))  # room for two at a time, not three
+    monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+    sequential = [
+        prepare_bytes(d, max_bytes=10**6, max_dimension=200, crop=None).data for d in sources
+    ]
+
+    concurrent = prepare_all(sources * 2)
+
+    assert concurrent == sequential * 2
+    stats = budget.stats()
+    assert stats.granted == len(sequential) * 3
+    assert stats.peak_holders <= 2
+    assert stats.peak_reserved <= budget.capacity
+    assert (stats.reserved, stats.holders, stats.waiting) == (0, 0, 0)
+
+
+def test_a_photo_over_the_whole_budget_is_processed_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    budget = MemoryBudget(100_000)  # smaller than any one of these decodes
+    monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+    sources = budget_corpus(5) + budget_corpus(1, size=(1200, 900))
+
+    results = prepare_all(sources)
+
+    assert [Image.open(io.BytesIO(r)).size for r in results][-1] == (200, 150)
+    stats = budget.stats()
+    assert stats.granted == 6 and stats.peak_holders == 1
+    assert stats.peak_reserved == budget.capacity
+
+
+def test_the_budget_is_released_when_a_photo_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = MemoryBudget(10**7)
+    monkeypatch.setattr(images, "DECODE_BUDGET", budget)
+    good = encode(marked((400, 300)).effect_spread(40), "PNG")
+    failures = [good[: len(good) // 2], good]  # a damaged PNG; a photo that cannot fit
+    for data in failures:
+        with pytest.raises(ImageError):
+            prepare_bytes(data, max_bytes=500, max_dimension=400, crop=None)
+    stats = budget.stats()
+    assert stats.granted == 2 and (stats.reserved, stats.holders) == (0, 0)
+
+
+def test_the_budget_serves_in_arrival_order() -> None:
+    """A large request is not starved by small ones that would fit around it."""
+    import threading
+
+    budget = MemoryBudget(100)
+    order: list[str] = []
+
+    def take(name: str, amount: int) -> None:
+        with budget.reserve(amount):
+            order.append(name)
+
+    def wait_until_waiting(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while budget.stats().waiting < count:
+            assert time.monotonic() < deadline, "a request never queued"
+            threading.Event().wait(0.001)
+
+    with budget.reserve(99):
+        large = threading.Thread(target=take, args=("large", 100))
+        large.start()
+        wait_until_waiting(1)
+        small = threading.Thread(target=take, args=("small", 1))
+        small.start()
+        wait_until_waiting(2)
+        assert budget.stats().holders == 1  # the small one fits, yet waits its turn
+    large.join(10)
+    small.join(10)
+    assert order == ["large", "small"]
+
+
+@pytest.mark.parametrize("size", [(6000, 4000), (4000, 6000), (1000, 700), (700, 650), (5000, 90)])
+@pytest.mark.parametrize("crop", [None, "square"])
+def test_the_jpeg_reservation_is_for_the_size_draft_decodes(
+    size: tuple[int, int], crop: str | None
+) -> None:
+    """The budget reserves for a JPEG's draft size from the header, so it must predict the
+    reduction Pillow will choose; a mismatch would under- or over-reserve."""
+    header = encode(Image.new("RGB", (64, 64)), quality=50)
+    data = bytearray(header)
+    frame = header.index(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = struct.pack(">HH", size[1], size[0])  # height, width
+    with Image.open(io.BytesIO(bytes(data))) as im:
+        out = images._output_size(*size, 648, square=crop == "square")
+        request = images._draft_request(*size, out, crop == "square")
+        reduction = images._draft_reduction(size, request)
+        im.draft("RGB", request)
+        assert im.size == (-(-size[0] // reduction), -(-size[1] // reduction))
