@@ -88,6 +88,13 @@ def _sha256_of(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def _same_entry(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samestat(os.lstat(one), os.lstat(other))
+    except OSError:
+        return False
+
+
 def _remove_leftover(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -167,6 +174,8 @@ def move_into(source: Path, folder: Path, *, sha256: str | None = None) -> Path:
     _remove_leftover(target.with_name(partial_name(target.name)))
     aside: Path | None = None
     if os.path.lexists(target):
+        if _same_entry(source, target):
+            return target  # the folder is the source's own (or a link to it): nothing to move
         if sha256 is not None and _sha256_of(target) == sha256:
             _unlink_source(source, copy=None)
             return target

@@ -67,6 +67,16 @@ def test_a_twin_with_the_same_bytes_is_the_same_photo(tmp_path: Path) -> None:
     assert [p.name for p in completed.iterdir()] == ["Jane Doe.jpg"]
 
 
+def test_a_file_already_in_its_destination_is_never_removed(tmp_path: Path) -> None:
+    # completed_dir set to the inbox itself: the "twin" is the file, and must survive.
+    source = tmp_path / "Jane Doe.jpg"
+    source.write_bytes(b"photo")
+
+    moves.move_into(source, tmp_path, sha256=hashlib.sha256(b"photo").hexdigest())
+
+    assert source.read_bytes() == b"photo"
+
+
 def test_a_failed_move_puts_the_older_file_back(tmp_path: Path) -> None:
     completed = tmp_path / "completed"
     completed.mkdir()
