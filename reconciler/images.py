@@ -97,6 +97,10 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     Image.DecompressionBombWarning,
 )
 
+# Pillow's own guard against decompression bombs: an error above twice Image.MAX_IMAGE_PIXELS,
+# a warning (made an error by _pillow_warnings) above it. It can fire in open() or in load().
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
 _Path = Literal["original", "stripped", "reencoded"]
 
 # The budget for decoded pixels, shared by every thread that prepares a photo (see
@@ -168,6 +172,8 @@ def prepare_bytes(
                 raise
             finally:
                 im.close()
+    except _BOMB as exc:
+        raise ImageError(_bomb(exc)) from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(_damaged(exc)) from exc
 
@@ -253,8 +259,8 @@ def _open(data: bytes) -> Image.Image:
         im = Image.open(BytesIO(data), formats=("HEIF",) if heif else _FORMATS)
     except UnidentifiedImageError as exc:
         raise ImageError(_damaged(exc) if heif else _unrecognised(data)) from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(_too_large(f"over {MAX_PIXELS // 1_000_000} megapixels")) from exc
+    except _BOMB as exc:
+        raise ImageError(_bomb(exc)) from exc
     width, height = im.size
     if width * height > MAX_PIXELS:
         im.close()
@@ -348,10 +354,18 @@ def _prepared(
 
 
 def _jpeg_layout(data: bytes) -> images_jpeg.Layout:
+    """The JPEG's segments, checked before any pixel is decoded: complete, and not a bomb."""
     try:
-        return images_jpeg.walk(data)
+        layout = images_jpeg.walk(data)
     except images_jpeg.JpegStructureError as exc:
         raise ImageError(_damaged(exc)) from exc
+    scans = images_jpeg.scan_count(layout)
+    if scans > images_jpeg.MAX_SCANS:
+        raise ImageError(
+            f"the JPEG is made of {scans} scans, where a photo has at most a few dozen, and "
+            "would take minutes to decode; open it and save it again as a standard JPEG"
+        )
+    return layout
 
 
 def _verify_decodes(data: bytes, size: tuple[int, int]) -> None:
@@ -541,6 +555,16 @@ def _too_large(detail: str) -> str:
     return (
         f"the image is too large to process safely ({detail}; the limit is "
         f"{MAX_PIXELS // 1_000_000} megapixels); save a smaller copy, e.g. 4000 pixels wide"
+    )
+
+
+def _bomb(exc: BaseException) -> str:
+    # Pillow's words ("Image size (N pixels) exceeds limit of M pixels, could be decompression
+    # bomb DOS attack.") up to the comma: the sizes are what the helpdesk can act on.
+    detail = " ".join(str(exc).split(",")[0].split())[:120] or "Pillow's decompression-bomb check"
+    return (
+        f"the image is too large to process safely ({detail}); save a smaller copy, "
+        "e.g. 4000 pixels wide"
     )
 
 

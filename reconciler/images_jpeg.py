@@ -109,6 +109,16 @@ def _ended_early(pos: int, size: int, what: str) -> JpegStructureError:
     return JpegStructureError(f"expected {what} at byte {pos}, found something else")
 
 
+# A progressive JPEG has about ten scans, one optimised by mozjpeg a few dozen. Each scan is a
+# pass over the whole image, and one can be a few bytes (a single end-of-band run), so a small
+# crafted file with thousands of them takes minutes to decode: a decompression bomb in time.
+MAX_SCANS = 100
+
+
+def scan_count(layout: Layout) -> int:
+    return sum(1 for s in layout.segments if s.marker == SOS)
+
+
 def frame_precision(data: bytes, layout: Layout) -> int | None:
     """Bits per sample of the frame (8 for everything a browser shows; 12 exists)."""
     frame = next((s for s in layout.segments if s.marker in _FRAMES), None)
