@@ -196,11 +196,11 @@ def test_delta_reports_renames_disables_and_removals(
     emulator.tenant.update_user(d, displayName="first")
     emulator.tenant.update_user(d, displayName="second")
     changes = client.delta(link)
-    by_id = {u.id: u for u in changes.upserted}
+    by_id = {u.id: u.properties for u in changes.upserted}
     assert set(by_id) == {a, b, d}
-    assert by_id[a].display_name == "Ada Renamed"
-    assert by_id[b].account_enabled is False
-    assert by_id[d].display_name == "second"
+    assert by_id[a]["displayName"] == "Ada Renamed"
+    assert by_id[b]["accountEnabled"] is False
+    assert by_id[d]["displayName"] == "second"
     assert changes.removed == (c,)
     assert changes.delta_link != link
     again = client.delta(changes.delta_link)

@@ -60,6 +60,7 @@ def test_first_run_asks_for_latest_before_listing_then_later_runs_use_delta(
 
     assert graph_calls(emulator) == [
         "GET /v1.0/users/delta",
+        "GET /v1.0/users",  # the lookup confirming the renamed person before writing
         f"PUT /v1.0/users/{ids[1]}/photo/$value",
     ]
     assert outcomes(summary) == {
