@@ -69,9 +69,9 @@ EXPLANATIONS: dict[str, tuple[str, str]] = {
     "failed": (
         "Microsoft Graph refused the upload or did not answer, or photosync could not read "
         "the file. The file stays in the inbox.",
-        "Usually nothing: the next run tries again. If it keeps failing, give the error "
-        "code to IT (403: permissions; 404: the account may have been deleted; "
-        "'cannot be read': the file's permissions shut photosync out).",
+        "Usually nothing: the next run tries again. If it keeps failing, give IT the error "
+        "code and the sentence beside it, which says what that code means for this person "
+        "('cannot be read': the file's permissions shut photosync out).",
     ),
     "deferred": (
         "The file was still changing when photosync looked; it may have been copying.",
