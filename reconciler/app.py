@@ -455,7 +455,7 @@ def _retry_actions(
 ) -> list[Action]:
     actions = []
     for file in observed.files:
-        target = targets.get(str(file.path))
+        target = targets.get(file.key)
         # Content changed since the failure: that is reconcile's business, not a retry.
         if target is None or target.source_sha256 != file.sha256:
             continue

@@ -60,7 +60,7 @@ def waiting(files: Iterable[InboxFile], view: LedgerView) -> list[InboxFile]:
     """Files still in the inbox whose last verdict was waiting for a user."""
     found = []
     for file in files:
-        recorded = view.files.get(str(file.path))
+        recorded = view.files.get(file.key)
         if recorded is not None and recorded.last_outcome in WAITING:
             found.append(file)
     return found
@@ -206,12 +206,12 @@ def confirmation_lookups(
         key = name_key(action.file.name)
         upn = overrides.get(key)
         if upn is not None:
-            lookups[str(action.file.path)] = Lookup("userPrincipalName", upn, normalise(upn))
+            lookups[action.file.key] = Lookup("userPrincipalName", upn, normalise(upn))
             continue
         stored = action.user.value_of(match_on) if action.user else None
         if stored is None or normalise(stored) != key:
             stored = " ".join(PurePath(action.file.name).stem.split())
-        lookups[str(action.file.path)] = Lookup(match_on, stored, key)
+        lookups[action.file.key] = Lookup(match_on, stored, key)
     return lookups
 
 
@@ -228,7 +228,7 @@ def confirm(
     users = list(found)
     confirmed: list[Action] = []
     for action in the_plan.actions:
-        lookup = lookups.get(str(action.file.path))
+        lookup = lookups.get(action.file.key)
         if action.kind is not ActionKind.UPLOAD or lookup is None or action.user is None:
             confirmed.append(action)
             continue
