@@ -233,24 +233,21 @@ def _tables_are_tight(data: bytes, layout: Layout, frame: _Frame) -> bool:
     Without this an allow-listed segment could still carry a payload: bytes after the last
     table, or a table no scan reads (its 64 to 256 entries are free for anything).
     """
-    current: dict[tuple[str, int], int] = {}  # (kind, table id) -> index of its definition
-    defined: set[int] = set()
-    used: set[int] = set()
+    # A definition is (segment index, position in the segment): one segment may define
+    # several tables, and each must be read by a scan before it is replaced.
+    current: dict[tuple[str, int], tuple[int, int]] = {}  # (kind, table id) -> definition
+    defined: set[tuple[int, int]] = set()
+    used: set[tuple[int, int]] = set()
     for index, segment in enumerate(layout.segments):
         # An SOS segment runs on through its entropy-coded data; only its header is read.
         body = b"" if segment.marker == SOS else data[segment.start + 4 : segment.end]
-        if segment.marker == DQT:
-            ids = _quant_table_ids(body)
-            if ids is None:
-                return False
-            current.update({("q", i): index for i in ids})
-            defined.add(index)
-        elif segment.marker == DHT:
-            keys = _huffman_table_keys(body)
+        if segment.marker in (DQT, DHT):
+            keys = _quant_table_keys(body) if segment.marker == DQT else _huffman_table_keys(body)
             if keys is None:
                 return False
-            current.update({key: index for key in keys})
-            defined.add(index)
+            for position, key in enumerate(keys):
+                current[key] = (index, position)
+                defined.add((index, position))
         elif segment.marker == DRI and len(body) != 2:
             return False
         elif segment.marker == SOS:
@@ -261,15 +258,15 @@ def _tables_are_tight(data: bytes, layout: Layout, frame: _Frame) -> bool:
     return defined <= used
 
 
-def _quant_table_ids(body: bytes) -> list[int] | None:
-    ids, pos = [], 0
+def _quant_table_keys(body: bytes) -> list[tuple[str, int]] | None:
+    keys, pos = [], 0
     while pos < len(body):
         precision, table = body[pos] >> 4, body[pos] & 0x0F
         if precision > 1 or table > 3:
             return None
-        ids.append(table)
+        keys.append(("q", table))
         pos += 1 + 64 * (precision + 1)
-    return ids if ids and pos == len(body) else None
+    return keys if keys and pos == len(body) else None
 
 
 def _huffman_table_keys(body: bytes) -> list[tuple[str, int]] | None:

@@ -852,6 +852,11 @@ def hiding_places() -> dict[str, tuple[bytes, str]]:
             soi + jfif + jpeg_segment(0xDB, b"\x03" + SECRET.ljust(64, b"\x01")) + rest,
             "reencoded",
         ),
+        # The same, sharing one segment with a table the scans do use.
+        "unused table beside a used one": (
+            soi + jfif + with_extra_quant_table(rest, b"\x03" + SECRET.ljust(64, b"\x01")),
+            "reencoded",
+        ),
         # No JFIF, and an Adobe segment saying "no colour transform": without it the decoder
         # would read the same components as YCbCr, so dropping it would change the colours.
         "adobe rgb transform": (
@@ -859,6 +864,13 @@ def hiding_places() -> dict[str, tuple[bytes, str]]:
             "reencoded",
         ),
     }
+
+
+def with_extra_quant_table(segments: bytes, table: bytes) -> bytes:
+    """`segments` (starting with a DQT) with `table` appended inside that first DQT."""
+    assert segments[:2] == b"\xff\xdb"
+    end = 2 + int.from_bytes(segments[2:4], "big")
+    return jpeg_segment(0xDB, segments[4:end] + table) + segments[end:]
 
 
 def test_hidden_metadata_never_reaches_graph(settings: Settings, emulator: GraphEmulator) -> None:
