@@ -105,8 +105,9 @@ _Path = Literal["original", "stripped", "reencoded"]
 
 # The budget for decoded pixels, shared by every thread that prepares a photo (see
 # images_budget and docs/reliability.md). 384 MiB lets four 12-megapixel photos decode at once,
-# while a 60-megapixel PNG (240 MB as pixels) decodes alone; it is what keeps four of those at
-# the default concurrency under 800 MB instead of 4 GB. Replace it to change the capacity.
+# while a 63-megapixel PNG (252 MB as pixels, 504 MB with alpha) takes most or all of it: four
+# of those at the default concurrency peak at 0.54 GB instead of 1.6 GB (bench/bench_images.py).
+# Replace it with another MemoryBudget to change the capacity.
 DECODE_BUDGET = images_budget.MemoryBudget(384 * 2**20)
 images_budget.return_large_blocks_to_the_os()
 
