@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from functools import wraps
@@ -36,6 +36,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # 0 and 1 come from the run's own summary (RunSummary.exit_code).
 EXIT_USAGE, EXIT_CANNOT_RUN = 2, 3
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  every actionable file handled (unmatched, ambiguous, ineligible, deferred do not fail)
+  1  an upload failed or a file was invalid
+  2  usage or configuration error (a bad setting, a missing or unusable ledger)
+  3  could not run: authentication failed, Graph unreachable, or another run holds the lock"""
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -103,15 +109,54 @@ def guarded(command: F) -> F:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OneLineErrors(click.Group):
+    """The `photosync` group: a usage mistake (unknown option, bad choice, missing argument)
+    is one line on stderr naming what is wrong, with exit code 2, like every other
+    operator mistake; never click's three-line block."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `photosync runs`: help, not a mistake
+            click.echo(exc.format_message())
+            sys.exit(0)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "photosync"
+            fail(f"{exc.format_message().rstrip('.')} (see `{where} --help`)", EXIT_USAGE)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            fail("interrupted", EXIT_CANNOT_RUN)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(
+    cls=OneLineErrors,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
 @click.version_option(__version__, prog_name="photosync")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Keep Microsoft Entra ID profile photos in sync with a folder of image files.
 
     \b
     Example:
       photosync reconcile --config /etc/photosync.toml
     """
+    if ctx.invoked_subcommand is None:  # a bare `photosync` is a request for help
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
 # --- rendering
