@@ -9,7 +9,6 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,28 +89,6 @@ def test_a_failed_move_puts_the_older_file_back(tmp_path: Path) -> None:
 
 
 # --- across file systems
-
-
-@pytest.fixture
-def other_fs(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a file system of its own (tmpfs), so that rename(2) into or out of it
-    fails with EXDEV as it does for a completed_dir on another disk or share."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    mount_point = tmp_path / "other-fs"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"mount refused a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 def only_entries(folder: Path) -> list[str]:
