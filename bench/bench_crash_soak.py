@@ -25,8 +25,8 @@ from random import Random
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reconciler.graph.emulator import GraphEmulator  # noqa: E402
-from tests.crash_campaign import PHASES, Campaign  # noqa: E402
+from reconciler.graph.emulator import GraphEmulator
+from tests.crash_campaign import PHASES, Campaign
 
 
 def tmpfs(stack: ExitStack, where: Path) -> Path | None:
@@ -69,8 +69,10 @@ def main() -> None:
             layouts.append(("completed_dir on a tmpfs", other / "completed"))
         share = -(-args.kills // len(layouts))
         phases: Counter[str] = Counter()
-        print(f"{'layout':<28}{'kills':>6}{'rounds s':>10}{'needed':>8}{'uploads':>8}"
-              f"{'bound':>7}{'ratio':>7}  violations")
+        print(
+            f"{'layout':<28}{'kills':>6}{'rounds s':>10}{'needed':>8}{'uploads':>8}"
+            f"{'bound':>7}{'ratio':>7}  violations"
+        )
         for n, (label, completed) in enumerate(layouts):
             root = base / f"run{n}"
             campaign, problems, seconds = soak(share, completed, root, args.seed + n)
