@@ -1,4 +1,13 @@
-"""Opening the ledger: engine, SQLite pragmas, migrations to head, and the run lock."""
+"""Opening the ledger: engine, SQLite pragmas, migrations to head, and the run lock.
+
+Two ways in. A run (reconcile, retry-failed, db upgrade) opens the ledger for writing,
+creating a SQLite file on first use and migrating it under the run lock. The read-only
+commands (status, report, runs) open it read-only (`Ledger(url, read_only=True)`): they
+never create, migrate, lock or write it, and work for an account that may only read it.
+A ledger photosync cannot use as it is (missing for a reader, behind or ahead of this
+photosync, not a ledger at all, its driver not installed) is a LedgerUnusable: one line
+naming the ledger and what to do, exit 2.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import stat
 import time
 from collections.abc import Iterator
@@ -13,6 +23,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import filelock
 from alembic import command
@@ -21,10 +32,24 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
-from reconciler.errors import LedgerError, RunLockedError
+from reconciler.errors import ConfigError, LedgerError, RunLockedError
+
+
+class LedgerUnusable(ConfigError, LedgerError):
+    """The configured ledger cannot be used as it is; the operator's fix, so exit 2 (a
+    ConfigError), while code that handles every LedgerError still sees one."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("database_url", problem)
+
+
+# SQLite's words for "these bytes are not a database" (sqlite3 exposes the error's name).
+_NOT_A_DATABASE = frozenset({"SQLITE_NOTADB", "SQLITE_CORRUPT"})
+POSTGRES_EXTRA = "pip install 'entra-photosync[postgres]'"
 
 # Postgres advisory-lock key for "a photosync run": any fixed 64-bit number, ours is 'PHOTOSYN'.
 _PG_LOCK_KEY = int.from_bytes(b"PHOTOSYN", "big") & 0x7FFF_FFFF_FFFF_FFFF
@@ -45,6 +70,88 @@ def _prepare_sqlite_file(path: Path) -> None:
     real.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(real, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+
+
+def read_only_uri(path: Path, *, immutable: bool = False) -> str:
+    """The SQLite URI that opens `path` read-only. `immutable` also tells SQLite that
+    nobody writes the file, so it needs no -shm file beside it: the only way to read a
+    WAL ledger in a folder the account cannot write when no run has its journal open."""
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+    return uri + "&immutable=1" if immutable else uri
+
+
+def _read_only_sqlite(path: Path) -> Any:
+    """A read-only connection to the ledger at `path` (a DBAPI connection for SQLAlchemy's
+    creator). A WAL ledger needs its -shm file, which a reader creates when missing; in a
+    folder it cannot write, and with no run writing (no -wal file), it is read as an
+    immutable file instead."""
+    connection = sqlite3.connect(read_only_uri(path), uri=True, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.OperationalError:
+        connection.close()
+        if Path(f"{path}-wal").exists():
+            raise
+        return sqlite3.connect(
+            read_only_uri(path, immutable=True), uri=True, check_same_thread=False
+        )
+    return connection
+
+
+def _read_only_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def driver_problem(url: URL, exc: BaseException) -> str:
+    """One line for a database URL SQLAlchemy cannot load: an unknown kind of database, or
+    a driver that is not installed (with the command that installs it)."""
+    if isinstance(exc, NoSuchModuleError):
+        return (
+            f"unknown kind of database '{url.drivername}'; use sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST/DB"
+        )
+    if url.get_backend_name() == "postgresql":
+        return (
+            f"the PostgreSQL driver for {url.drivername} is not installed ({exc}); "
+            f"install it with {POSTGRES_EXTRA}"
+        )
+    return f"the database driver for {url.drivername} is not installed ({exc})"
+
+
+def revision_problem(
+    where: str, current: str | None, head: str | None, known: frozenset[str], *, migrating: bool
+) -> str | None:
+    """What stops photosync from using a ledger at revision `current`, or None. A run
+    (`migrating`) brings an older ledger to head itself; a reader only says how to."""
+    if current == head:
+        return None
+    if current is not None and current not in known:
+        return (
+            f"the ledger {where} is at revision {current}, newer than this photosync "
+            f"({head}); upgrade photosync"
+        )
+    if migrating:
+        return None
+    if current is None:
+        return (
+            f"the ledger {where} holds no photosync tables yet; run `photosync db upgrade` "
+            "or a first `photosync reconcile`"
+        )
+    return (
+        f"the ledger {where} is at revision {current}, behind this photosync ({head}); "
+        "run `photosync db upgrade`"
+    )
+
+
+def sql_free(exc: SQLAlchemyError) -> str:
+    """The database's own words for a failure, without the SQL statement and parameters
+    SQLAlchemy appends (which can hold file names and say nothing to an operator)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return str(exc.orig)
+    return str(exc).split("\n", 1)[0]
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -69,37 +176,85 @@ def migrations_config(engine: Engine | None = None) -> Config:
 
 
 class Ledger:
-    """The database behind photosync, opened and (on request) migrated to head."""
+    """The database behind photosync, opened and (on request) migrated to head; with
+    `read_only`, opened for reading only (see the module docstring)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, *, read_only: bool = False) -> None:
         try:
             self.url = make_url(database_url)
         except (ArgumentError, ValueError) as exc:
             # Not echoed: a URL that does not parse may still hold a password.
-            raise LedgerError("the ledger's database_url is not a SQLAlchemy URL") from exc
+            raise LedgerUnusable("the ledger's database_url is not a SQLAlchemy URL") from exc
+        self.read_only = read_only
+        path = sqlite_path(self.url)
         try:
-            path = sqlite_path(self.url)
-            if path is not None:
-                _prepare_sqlite_file(path)
-            self.engine = create_engine(self.url)
-        except (OSError, SQLAlchemyError, ImportError) as exc:
+            if read_only:
+                self.engine = self._read_only_engine(path)
+            else:
+                if path is not None:
+                    _prepare_sqlite_file(path)
+                self.engine = create_engine(self.url)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise LedgerUnusable(driver_problem(self.url, exc)) from exc
+        except (OSError, SQLAlchemyError) as exc:
             raise LedgerError(f"cannot open the ledger {self.describe()}: {exc}") from exc
-        if self.url.get_backend_name() == "sqlite":
+        if self.url.get_backend_name() == "sqlite" and not read_only:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _read_only_engine(self, path: Path | None) -> Engine:
+        if path is not None:
+            if not path.is_file():
+                raise LedgerUnusable(f"no ledger at {path} (did you forget --config?)")
+            engine = create_engine("sqlite://", creator=lambda: _read_only_sqlite(path))
+            event.listen(engine, "connect", _read_only_pragmas)
+            return engine
+        if self.url.get_backend_name() == "postgresql":
+            # Every transaction of this engine is READ ONLY: PostgreSQL refuses any write.
+            return create_engine(
+                self.url,
+                poolclass=NullPool,
+                connect_args={"options": "-c default_transaction_read_only=on"},
+            )
+        return create_engine(self.url, poolclass=NullPool)
+
+    def require_usable(self, *, migrating: bool) -> None:
+        """Raise LedgerUnusable unless this photosync can use the ledger: readable as a
+        ledger, and at head (or, when `migrating`, at a revision it can bring to head)."""
+        known = frozenset(
+            script.revision
+            for script in ScriptDirectory.from_config(migrations_config()).walk_revisions()
+        )
+        problem = revision_problem(
+            self.describe(), self.revision(), self.head_revision(), known, migrating=migrating
+        )
+        if problem is not None:
+            raise LedgerUnusable(problem)
 
     def describe(self) -> str:
         return self.url.render_as_string(hide_password=True)
 
     def upgrade(self) -> None:
+        self.require_usable(migrating=True)  # never a ledger newer than us, nor a stranger
         try:
             command.upgrade(migrations_config(self.engine), "head")
         except (SQLAlchemyError, OSError) as exc:
-            raise LedgerError(f"cannot migrate the ledger {self.describe()}: {exc}") from exc
+            problem = sql_free(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+            raise LedgerError(f"cannot migrate the ledger {self.describe()}: {problem}") from exc
 
     def revision(self) -> str | None:
-        with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+        """The ledger's Alembic revision (None: no photosync tables yet). A file that is
+        not a database at all is a LedgerUnusable, not SQLite's words and our SQL."""
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlite_errorname", None) in _NOT_A_DATABASE:
+                raise LedgerUnusable(
+                    f"{self.describe()} is not a readable photosync ledger; restore a backup "
+                    "or move it aside"
+                ) from exc
+            raise LedgerError(f"cannot read the ledger {self.describe()}: {sql_free(exc)}") from exc
 
     def head_revision(self) -> str | None:
         return ScriptDirectory.from_config(migrations_config()).get_current_head()
@@ -111,7 +266,7 @@ class Ledger:
             with self.sessions.begin() as session:
                 yield session
         except SQLAlchemyError as exc:
-            raise LedgerError(f"ledger {self.describe()}: {exc}") from exc
+            raise LedgerError(f"ledger {self.describe()}: {sql_free(exc)}") from exc
 
     @contextlib.contextmanager
     def run_lock(self) -> Iterator[None]:
