@@ -15,8 +15,11 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from reconciler import images, logs
-from reconciler.config import Settings
+from sqlalchemy.orm import Session
+
+from reconciler import images, logs, undo
+from reconciler.archive import ArchiveError
+from reconciler.config import Settings, check_prune
 from reconciler.errors import ConfigError, DeltaResyncRequired
 from reconciler.executor import ApplyOptions, Executor
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
@@ -42,6 +45,7 @@ from reconciler.planner import (
     confirmation_lookups,
     new_or_changed,
     plan,
+    undecided,
     waiting,
 )
 from reconciler.report import REASONS, ReportRow
@@ -136,6 +140,8 @@ def prepare_options(settings: Settings) -> ApplyOptions:
             max_dimension=settings.max_dimension,
             crop="square" if settings.crop == "square" else None,
         ),
+        # Keep what was there: the photo each write replaces, and the bytes it sends.
+        archive=undo.archive_for(settings) if settings.archive else None,
     )
 
 
@@ -328,6 +334,8 @@ def _run(
                 error = str(exc)
                 raise
             finally:
+                if settings.archive and not dry_run and error is None:
+                    _trim_archive(settings, ledger)
                 if run.client is not None:
                     summary.graph_requests = run.client.request_count
                     run.client.close()
@@ -338,6 +346,17 @@ def _run(
                 logs.RUN_ID.run_id = None
     finally:
         ledger.dispose()
+
+
+def _trim_archive(settings: Settings, ledger: Ledger) -> None:
+    """archive_keep versions per user, when the run ends; a failure only costs space."""
+    try:
+        removed = undo.trim_archive(settings, ledger)
+    except (OSError, ArchiveError) as exc:
+        log.warning("the archive could not be trimmed to archive_keep versions: %s", exc)
+        return
+    if removed:
+        log.info("archive: %d object(s) no kept version refers to were deleted", removed)
 
 
 def _observe(settings: Settings, ledger: Ledger) -> tuple[ScanResult, dict[str, int], LedgerView]:
@@ -365,6 +384,7 @@ def reconcile(
     apply -> report."""
     progress = progress or Progress()
     settings.require_folders()
+    check_prune(settings)
     overrides = load_overrides(settings)
     with _run(settings, "reconcile", dry_run, client_factory) as run:
         progress.stage("scan")
@@ -392,9 +412,15 @@ def reconcile(
             )
             return plan_from_ledger()
 
-        # New files need names; waiting files may have been settled by a change in the
-        # tenant. A run with neither sends nothing to Graph.
-        if full_refresh or new_or_changed(observed.files, view) or waiting(observed.files, view):
+        # New files need names (so do files a killed run saw but never decided about);
+        # waiting files may have been settled by a change in the tenant. A run with none of
+        # these sends nothing to Graph.
+        needs_users = (
+            new_or_changed(observed.files, view)
+            or undecided(observed.files, view)
+            or waiting(observed.files, view)
+        )
+        if full_refresh or needs_users:
             the_plan = refreshed_plan()
         else:
             the_plan = plan_from_ledger()
@@ -408,6 +434,9 @@ def reconcile(
                 run.summary.add(FileResult(action.file.name, action.outcome, action.reason))
         else:
             _apply(run, the_plan, file_ids, progress)
+        if settings.prune:
+            # After the plan is applied: a renamed file has claimed its user by now.
+            undo.prune_removed(run, dry_run=dry_run)
         return run.summary, the_plan
 
 
@@ -464,6 +493,37 @@ def _retry_actions(
     return actions
 
 
+# --- undo and drift (reconciler/undo.py)
+
+
+def rollback(
+    settings: Settings,
+    run_id: int,
+    *,
+    upn: str | None = None,
+    dry_run: bool = False,
+    client_factory: ClientFactory = build_client,
+) -> RunSummary:
+    """`rollback`: put back what run `run_id` replaced, as a run of its own."""
+    with _run(settings, "rollback", dry_run, client_factory) as run:
+        run.summary.per_user = True
+        undo.rollback(run, run_id, upn=upn, dry_run=dry_run)
+        return run.summary
+
+
+def verify(
+    settings: Settings, *, fix: bool = False, client_factory: ClientFactory = build_client
+) -> tuple[RunSummary, list[undo.Drift]]:
+    """`verify`: who no longer has the photo photosync set; with fix, put it back."""
+    overrides = load_overrides(settings)
+    with _run(settings, "verify", False, client_factory) as run:
+        run.summary.per_user = True
+        drifts = undo.verify(
+            run, fix=fix, confirm=lambda p: confirm_before_write(run, p, overrides)
+        )
+        return run.summary, drifts
+
+
 def upgrade_database(settings: Settings) -> tuple[str, str | None]:
     """`db upgrade`: migrate under the run lock, like a run does, never beside one."""
     ledger = Ledger(settings.database_url)
@@ -492,6 +552,7 @@ def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
             listed_at = _parse_time(listed.value) if listed else None
             users = repository.count_users(session)
             run_views = [_run_view(run) for run in recent]
+            drifted = repository.drifts(session)
         rows = _not_landed_rows(ledger, settings.include_external_members)
         failures: dict[str, int] = {}
         by_reason: dict[tuple[str, str], int] = {}
@@ -514,6 +575,15 @@ def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
                 for (outcome, reason), count in sorted(by_reason.items(), key=lambda i: -i[1])
             ],
             "runs": run_views,
+            # Photos `verify` found changed or removed outside photosync.
+            "drift": {
+                "count": len(drifted),
+                "oldest": (
+                    _utc(drifted[0].first_seen_at).isoformat(timespec="seconds")
+                    if drifted
+                    else None
+                ),
+            },
         }
     finally:
         ledger.dispose()
@@ -569,7 +639,48 @@ def _not_landed_rows(ledger: Ledger, include_external: bool) -> list[ReportRow]:
             _report_row(f, uploads.get(f.id), considered.get(f.id), users, include_external)
             for f in files
         ]
+        rows += _drift_rows(session)
     return sorted(rows, key=lambda r: (REASONS.index(r.reason), r.file))
+
+
+def _drift_rows(session: Session) -> list[ReportRow]:
+    """One row per photo `verify` found changed or removed outside photosync."""
+    drifted = repository.drifts(session)
+    writes = repository.latest_writes(session) if drifted else {}
+    files = repository.files_of_uploads(
+        session, [writes[d.user_id].upload_id for d in drifted if d.user_id in writes]
+    )
+    users = repository.users_by_id(session, {d.user_id for d in drifted})
+    rows = []
+    for drift in drifted:
+        write = writes.get(drift.user_id)
+        file = files.get(write.upload_id) if write else None
+        user = users.get(drift.user_id)
+        label = user.label if user else drift.user_id
+        rows.append(
+            ReportRow(
+                file=file.name if file else label,
+                reason="drifted",
+                detail=(
+                    f"the photo photosync set was {drift.state} since by someone else; "
+                    "`photosync verify --fix` puts it back"
+                ),
+                suggestions=[],
+                candidates=[],
+                ineligible_because=None,
+                image_error=None,
+                graph_error_code=None,
+                graph_error_message=None,
+                http_status=None,
+                attempts=None,
+                user=label,
+                first_seen=_utc(drift.first_seen_at),
+                last_attempt=_utc(drift.last_seen_at),
+                location="graph",
+                path=file.path if file else "",
+            )
+        )
+    return rows
 
 
 def _report_row(

@@ -66,6 +66,18 @@ def waiting(files: Iterable[InboxFile], view: LedgerView) -> list[InboxFile]:
     return found
 
 
+def undecided(files: Iterable[InboxFile], view: LedgerView) -> list[InboxFile]:
+    """Files the ledger has seen but no run has decided about: the run that scanned them
+    was killed before it could. They need users as much as a new file does, or the next run
+    would plan them against a ledger that never learned their users."""
+    found = []
+    for file in files:
+        recorded = view.files.get(file.key)
+        if recorded is not None and recorded.last_outcome is None:
+            found.append(file)
+    return found
+
+
 def plan(
     files: Iterable[InboxFile],
     deferred: Iterable[InboxFile],

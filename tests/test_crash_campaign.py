@@ -6,6 +6,9 @@ files + kills x concurrency. The longer soak is bench/bench_crash_soak.py."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import threading
 from pathlib import Path
 from random import Random
 
@@ -41,3 +44,26 @@ def test_random_kills_with_completed_dir_on_another_file_system(
     campaign = campaign_rounds(emulator, tmp_path / "run", other_fs / "completed", seed=1202)
     assert campaign.kills >= ROUNDS
     assert len(campaign.stored) >= campaign.uploads_needed
+
+
+def test_a_run_killed_between_scan_and_user_refresh_does_not_strand_its_files(
+    emulator: GraphEmulator, tmp_path: Path
+) -> None:
+    """Found by the soak: the killed run had recorded the new files' hashes, so the next
+    run saw nothing new, asked Graph nothing, and called the files unmatched for good."""
+    campaign = Campaign(emulator, tmp_path / "run", tmp_path / "completed", Random(1))
+    campaign.drop_new_people(2)
+    child = subprocess.Popen(campaign.command(), env=campaign.environment())
+    killed = threading.Event()
+
+    def kill_at_the_first_users_request(method: str, path: str) -> None:
+        if path.startswith("/v1.0/users") and not killed.is_set():
+            killed.set()
+            child.send_signal(signal.SIGKILL)
+
+    emulator.faults.before_request = kill_at_the_first_users_request
+    assert child.wait(timeout=120) == -signal.SIGKILL
+    emulator.faults.before_request = None
+
+    assert campaign.finishing_run() == 0
+    assert campaign.violations() == []

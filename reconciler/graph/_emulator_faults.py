@@ -35,11 +35,21 @@ class Faults:
     # user, with the message Graph sends for that code (see _emulator_photos.photo_error).
     photo_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     token_lifetime_s: int = 3600
+    # The `roles` claim of tokens issued from now on (photosync needs both defaults; reading
+    # photoUpdateSettings also needs PeopleSettings.Read.All), and the tenant's photo
+    # update source there: "cloud" or "onPremises" (cloud updates disabled).
+    token_roles: tuple[str, ...] = ("User.Read.All", "ProfilePhoto.ReadWrite.All")
+    photo_update_source: str = "cloud"
     delta_gone_once: bool = False
     seed: int | None = None
     # Called with the user id after a photo is stored and before the response is sent: lets
     # a test kill the client at the exact instant "uploaded, but not yet told so".
     after_photo_stored: Callable[[str], None] | None = None
+    # Called with (method, path) when a /v1.0 request arrives, before it is answered: lets
+    # a test kill the client at an exact point of its conversation with Graph.
+    before_request: Callable[[str, str], None] | None = None
+    # The same for a photo removed (DELETE .../photo/$value), before the 204 is sent.
+    after_photo_deleted: Callable[[str], None] | None = None
     # Graph's weakest documented promises (see the emulator module docstring and
     # docs/graph-behaviour.md): "selected" | "changed" | "sparse".
     delta_items: str = "selected"

@@ -65,6 +65,7 @@ from reconciler.graph._emulator_http import (
     EmuResponse,
     RequestIds,
 )
+from reconciler.graph._emulator_photos import decode_image
 from reconciler.graph._emulator_router import GraphRouter
 from reconciler.graph._emulator_server import LoopbackServer
 from reconciler.graph._emulator_tenant import StoredPhoto, Tenant
@@ -154,7 +155,7 @@ class GraphEmulator:
         self._graph_requests = 0
         self._server: LoopbackServer | None = None
         self._dice = FaultDice(self.faults)
-        self._tokens = TokenStore(self.now)
+        self._tokens = TokenStore(self.now, lambda: self.faults.token_roles)
         self._identity = IdentityEndpoints(
             self._tokens,
             lambda: self.url,
@@ -235,6 +236,12 @@ class GraphEmulator:
         """Move time on for token expiry and delta-token age, without sleeping."""
         self._clock_offset += seconds
 
+    def change_photo_from_outside(self, user_id: str, data: bytes | None) -> None:
+        """Play the user, Teams or the admin centre setting (None: removing) a user's photo:
+        a new ETag, and not counted as a photo write of photosync's."""
+        size = decode_image(data)[0] if data is not None else (0, 0)
+        self.tenant.change_photo_from_outside(user_id, data, size)
+
     def expire_delta_tokens(self) -> None:
         """Make every delta token issued so far older than Graph's 7-day limit."""
         self._router.users.expire_delta_tokens()
@@ -277,6 +284,8 @@ class GraphEmulator:
     def _handle_graph(self, req: EmuRequest) -> EmuResponse | None:
         request_id = str(uuid.uuid4())
         ids = RequestIds(request_id, req.header("client-request-id") or request_id)
+        if self.faults.before_request is not None:
+            self.faults.before_request(req.method, req.path)
         if self.faults.latency_s > 0:
             time.sleep(self.faults.latency_s)
         try:
