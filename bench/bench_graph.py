@@ -208,8 +208,9 @@ def main() -> None:
     batch, _ = run("$batch, 20 per request", Faults(latency_s=latency), n, batched)
     table([puts, batch], None)
     print(f"\n    $batch vs concurrent PUTs: {puts.wall_s / batch.wall_s:.2f}x faster here")
-    # Graph hands a batch's photo requests to the photo service at most 4 at a time
-    # (graph-notes §4), each round paying its own latency; the emulator does the same.
+    # Graph hands a batch's photo requests to the photo service at most 4 at a time, each
+    # round paying its own latency (docs/graph-behaviour.md, "JSON batching"); the emulator
+    # does the same.
     floor = -(-n // 20) * -(-20 // 4) * latency
     print(
         f"    the emulator, like Graph, runs a batch's photo requests 4 at a time, so {n}\n"

@@ -28,7 +28,8 @@ from reconciler.model import MATCH_PROPERTIES
 AUTH_MODES = ("managed-identity", "client-secret", "certificate", "azure-cli", "default")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
-GRAPH_PHOTO_LIMIT = 4 * 1024 * 1024  # Graph rejects larger photo bodies (graph-notes §3.1)
+# Graph rejects larger photo bodies (docs/graph-behaviour.md, "Uploading a photo").
+GRAPH_PHOTO_LIMIT = 4 * 1024 * 1024
 ENV_PREFIX = "PHOTOSYNC_"
 
 

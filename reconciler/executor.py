@@ -1,9 +1,19 @@
 """Apply a plan: prepare images, upload, move files, record every step. Never re-decides.
 
-Crash-safe order for an upload (design.md): record the intent, upload, record success, move
-the file, record the move. A crash between any two steps leaves a ledger the next run
-finishes from: an intent without a result is simply uploaded again (PUT is idempotent), and
-a recorded success whose file is still in the inbox is planned as "unchanged" and moved.
+Crash-safe order for an upload (docs/reliability.md, "Crash campaign"): record the intent,
+upload, record success, move the file, record the move. A crash between any two steps leaves
+a ledger the next run finishes from: an intent without a result is simply uploaded again (PUT
+is idempotent), and a recorded success whose file is still in the inbox is planned as
+"unchanged" and moved.
+
+With the archive on (reconciler/archive.py), the photo a write replaces is read and stored
+before the intent, and the intent names it and the bytes sent; after the write, one read of
+the photo's ETag, recorded in the same transaction as the success. A run killed after the
+write and before that is an intent without a result: the next run uploads again and keeps
+the first intent's "before" (repository.carried_before), never its own photo. The reads are
+not under Graph's photo write quota, so they run in pools of their own beside the writes:
+the "before" reads are sent ahead for every planned upload, the ETag reads after each write
+without holding up the next one (docs/reliability.md, "Keep what was there").
 
 What is uploaded is what was read: each file is opened without following links, read once
 and hashed as it is read, and the upload is prepared from those same bytes. If the open

@@ -1,6 +1,10 @@
 """Managed-identity token endpoints (App Service, Azure Arc, IMDS) and bearer-token checks.
 
-Wire formats follow what msal/azure-identity read (graph-notes §7): App Service answers
+Tokens are JWT-shaped (header.payload.signature) with Entra's claims, `roles` among them, so
+`photosync doctor` can be tested reading the roles a managed identity was granted.
+
+Wire formats follow what msal/azure-identity read (docs/graph-behaviour.md, "Managed identity
+token endpoints"): App Service answers
 `expires_on`, Arc and IMDS answer `expires_in`, and Arc first challenges with a key file
 that only a local administrator could read.
 """

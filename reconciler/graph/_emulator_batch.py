@@ -1,5 +1,5 @@
-"""`POST /$batch` (graph-notes §4): validate the envelope as a whole, then run each inner
-request through the same dispatcher as a top-level request."""
+"""`POST /$batch` (docs/graph-behaviour.md, "JSON batching"): validate the envelope as a
+whole, then run each inner request through the same dispatcher as a top-level request."""
 
 from __future__ import annotations
 

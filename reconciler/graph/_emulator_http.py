@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-# What Graph sends for JSON bodies (graph-notes §1.2); clients must not depend on the
+# What Graph sends for JSON bodies (docs/graph-behaviour.md, "Listing users: pages and
+# response shape"); clients must not depend on the
 # parameters, but an emulator that sends the plain form would hide a parser that does.
 ODATA_JSON = (
     "application/json;odata.metadata=minimal;odata.streaming=true;"
     "IEEE754Compatible=false;charset=utf-8"
 )
-# Error bodies come back with the plain type (graph-notes §3.2, observed on photo 404s).
+# Error bodies come back with the plain type (docs/graph-behaviour.md, "Reading a photo").
 ERROR_JSON = "application/json"
 GRAPH_ROOT = "https://graph.microsoft.com"
 

@@ -1,5 +1,5 @@
 """OData query options for users: `$select`, `$filter`, `$orderby`, and the rules for which
-of them need advanced query parameters (graph-notes §1.3-§1.4)."""
+of them need advanced query parameters (docs/graph-behaviour.md, "Filter expression limit")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`/users/{id}/photo` and `/users/{id}/photo/$value` (graph-notes §3)."""
+"""`/users/{id}/photo` and `/users/{id}/photo/$value` (docs/graph-behaviour.md, "Uploading a
+photo" and "Reading a photo")."""
 
 from __future__ import annotations
 
@@ -143,8 +144,9 @@ class PhotoRoutes:
                     f"{self._base_url()}/v1.0/$metadata#users('{record.id}')/photo/$entity"
                 ),
                 "@odata.mediaContentType": photo.content_type,
-                "@odata.mediaEtag": f'"{etag}"',
-                # Entra-stored photos report "default" rather than a size (graph-notes §3.2).
+                "@odata.mediaEtag": etag,
+                # Entra-stored photos report "default" rather than a size
+                # (docs/graph-behaviour.md, "Reading a photo").
                 "id": "default",
                 "width": photo.width,
                 "height": photo.height,

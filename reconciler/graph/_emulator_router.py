@@ -54,7 +54,8 @@ class GraphRouter:
 
     def _charge_inner_latency(self, inner_count: int) -> None:
         # Graph hands a batch's photo requests to the Outlook-backed profile service at most
-        # 4 at a time (graph-notes §4): 20 inner uploads cost 5 service round trips, not one.
+        # 4 at a time (docs/graph-behaviour.md, "JSON batching"): 20 inner uploads cost 5
+        # service round trips, not one.
         # The top-level latency already paid for the first round.
         rounds = math.ceil(inner_count / BATCH_INNER_CONCURRENCY)
         if self._faults.latency_s > 0 and rounds > 1:

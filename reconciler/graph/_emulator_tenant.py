@@ -35,7 +35,7 @@ DEFAULT_PROPERTIES: tuple[str, ...] = (
     "surname",
     "userPrincipalName",
 )
-# Returned only when asked for with $select (graph-notes §1.3).
+# Returned only when asked for with $select (docs/graph-behaviour.md, "Properties").
 HIDDEN_PROPERTIES: tuple[str, ...] = (
     "accountEnabled",
     "userType",
@@ -90,6 +90,9 @@ class StoredPhoto:
     height: int
     uploads: int  # successful writes for this user so far, this one included
     detected_type: str  # what the bytes really are, e.g. "image/jpeg"
+    # New on every write, whoever made it (Graph changes a photo's ETag on every upload,
+    # even of the same bytes: docs/graph-behaviour.md, "Photo ETags").
+    etag: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -395,7 +395,8 @@ class UserRoutes:
         return DeltaCursor(shown, None, select, ids, end, pending=pending)
 
     def _next_round(self, req: EmuRequest, state: DeltaState) -> DeltaCursor:
-        # A new $select on a deltaLink is allowed for directory objects (graph-notes §2.2).
+        # A new $select on a deltaLink is allowed for directory objects
+        # (docs/graph-behaviour.md, "Delta tokens expire").
         select = parse_select(req.option("$select")) if req.option("$select") else state.select
         items = self._faults.delta_items
         if items not in DELTA_ITEM_MODES:

@@ -34,7 +34,8 @@ from reconciler.errors import AuthError, ConfigError
 
 log = logging.getLogger("reconciler.graph")
 
-# Graph host → Entra authority host (graph-notes §8). GCC (moderate) uses the global hosts.
+# Graph host → Entra authority host (docs/graph-behaviour.md, "National clouds"). GCC
+# (moderate) uses the global hosts.
 _AUTHORITIES: Final = {
     "graph.microsoft.com": AzureAuthorityHosts.AZURE_PUBLIC_CLOUD,
     "graph.microsoft.us": AzureAuthorityHosts.AZURE_GOVERNMENT,

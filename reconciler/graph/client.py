@@ -158,7 +158,8 @@ def chunked(values: Sequence[str], size: int) -> list[Sequence[str]]:
 
 
 def is_resync(error: GraphError) -> bool:
-    """True when a delta request failed because its token is gone (graph-notes §2.4)."""
+    """True when a delta request failed because its token is gone (docs/graph-behaviour.md,
+    "Delta tokens expire")."""
     if error.status == 410:
         return True
     return error.status == 400 and (error.code or "").lower() in _RESYNC_CODES

@@ -2,7 +2,7 @@
 `photosync demo`.
 
 It serves what photosync uses (users, users/delta, profile photos, $batch) the way Graph does,
-errors and throttling included, as written down in graph-notes.md: passing against the
+errors and throttling included, as written down in docs/graph-behaviour.md: passing against the
 emulator should mean passing against Graph. Only the standard library and Pillow.
 
     with GraphEmulator() as emu:
