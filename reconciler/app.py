@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from reconciler import dry_run as what_if
 from reconciler import images, logs, undo
 from reconciler.archive import ArchiveError
 from reconciler.config import Settings, check_prune
@@ -311,9 +312,18 @@ def _run(
                 # Under the run lock nobody else is uploading: a pending intent is a dead run's,
                 # and so is every other run without an end.
                 interrupted = repository.close_interrupted_uploads(session)
-                summary = RunSummary(repository.start_run(session, command, dry_run))
+                summary = RunSummary(
+                    repository.start_run(session, command, dry_run), dry_run=dry_run
+                )
                 abandoned = repository.close_abandoned_runs(session, summary.run_id)
             logs.RUN_ID.run_id = summary.run_id  # every log line of this run carries its id
+            log.info(
+                "run %d started: %s%s with %s",
+                summary.run_id,
+                command,
+                " (dry run)" if dry_run else "",
+                logs.settings_for_log(settings),
+            )
             if abandoned:
                 log.warning(
                     "closed run(s) %s as abandoned: their process stopped before they finished",
@@ -343,6 +353,16 @@ def _run(
                 with ledger.session() as session:
                     exit_code = 3 if error else summary.exit_code
                     repository.finish_run(session, summary, exit_code, error)
+                log.info(
+                    "run %d finished: exit %d; %s; %d Graph requests in %.1fs%s",
+                    summary.run_id,
+                    exit_code,
+                    ", ".join(f"{o.value} {n}" for o, n in summary.counts.items() if n)
+                    or "nothing to do",
+                    summary.graph_requests,
+                    summary.duration_s,
+                    f"; {error}" if error else "",
+                )
                 logs.RUN_ID.run_id = None
     finally:
         ledger.dispose()
@@ -381,7 +401,13 @@ def reconcile(
     progress: Progress | None = None,
 ) -> tuple[RunSummary, Plan]:
     """observe -> refresh (only if something is new or waiting) -> plan -> confirm ->
-    apply -> report."""
+    apply -> report.
+
+    A dry run stops short of apply: it reads and prepares each planned upload in memory
+    (reconciler/dry_run.py), so its counts and exit code are what a real run would give.
+    It uploads, moves and records no outcome; what it leaves in the ledger is a run row
+    marked dry_run (status and runs show it as one), the scan rows that cache each file's
+    hash, and the users it read from Graph, none of which a later run reads as done."""
     progress = progress or Progress()
     settings.require_folders()
     check_prune(settings)
@@ -430,8 +456,9 @@ def reconcile(
                 the_plan = refreshed_plan()
         the_plan = confirm_before_write(run, the_plan, overrides)
         if dry_run:
-            for action in the_plan.actions:
-                run.summary.add(FileResult(action.file.name, action.outcome, action.reason))
+            options = prepare_options(settings)
+            for result in what_if.predict(the_plan, options.prepare, settings.concurrency):
+                run.summary.add(result)
         else:
             _apply(run, the_plan, file_ids, progress)
         if settings.prune:
@@ -536,13 +563,26 @@ def upgrade_database(settings: Settings) -> tuple[str, str | None]:
         ledger.dispose()
 
 
-# --- reading the ledger: status and reports (no Graph call, no lock)
+# --- reading the ledger: status, reports and runs (no Graph call, no lock, no write)
+
+
+def read_ledger(settings: Settings) -> Ledger:
+    """The ledger opened read-only, as it is: never created, migrated, locked or written,
+    so the read-only commands work for an account that may only read it. A missing ledger,
+    or one not at this photosync's revision, is a one-line LedgerUnusable (exit 2)."""
+    ledger = Ledger(settings.database_url, read_only=True)
+    try:
+        ledger.require_usable(migrating=False)
+    except BaseException:
+        ledger.dispose()
+        raise
+    return ledger
 
 
 def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
     """The ledger at a glance: last runs, files waiting, failures by reason, the delta
     token's age, where the ledger is and its schema revision."""
-    ledger = open_ledger(settings)
+    ledger = read_ledger(settings)
     try:
         with ledger.session() as session:
             recent = repository.recent_runs(session, runs)
@@ -605,23 +645,38 @@ def _seconds_between(then: datetime, now: datetime) -> float:
 
 
 def _run_view(run: models.Run) -> dict[str, Any]:
+    """A recorded run as `reconcile --json` printed it (RunSummary.to_json: the contract's
+    flat counts, graph_requests, duration_s, dry_run), plus what only the ledger knows:
+    command, started_at, exit_code and error. duration_s is None while a run is going. The
+    counts are not repeated under a `counts` key: nothing reads them there."""
     finished = run.finished_at
-    return {
-        "run_id": run.id,
+    counts = {o: int((run.counts or {}).get(o.value, 0)) for o in Outcome}
+    summary = RunSummary(
+        run.id, counts=counts, graph_requests=run.graph_requests, dry_run=run.dry_run
+    )
+    view = summary.to_json()
+    view["duration_s"] = _seconds_between(run.started_at, finished) if finished else None
+    return view | {
         "command": run.command,
-        "dry_run": run.dry_run,
         "started_at": _utc(run.started_at).isoformat(timespec="seconds"),
-        "duration_s": _seconds_between(run.started_at, finished) if finished else None,
-        "counts": run.counts,
-        "graph_requests": run.graph_requests,
         "exit_code": run.exit_code,
         "error": run.error,
     }
 
 
+def runs_list(settings: Settings, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The last `limit` runs, newest first, each as _run_view shows it."""
+    ledger = read_ledger(settings)
+    try:
+        with ledger.session() as session:
+            return [_run_view(run) for run in repository.recent_runs(session, limit)]
+    finally:
+        ledger.dispose()
+
+
 def report_unmatched(settings: Settings) -> list[ReportRow]:
     """Every file that has not landed, with its reason's detail; the ledger alone."""
-    ledger = open_ledger(settings)
+    ledger = read_ledger(settings)
     try:
         return _not_landed_rows(ledger, settings.include_external_members)
     finally:
@@ -731,7 +786,7 @@ def _utc(value: datetime) -> datetime:
 def run_details(settings: Settings, run_id: int) -> dict[str, Any] | None:
     """What one run did, file by file (table run_files), with each upload's HTTP status and
     client-request-id for a support ticket; None when the ledger has no such run."""
-    ledger = open_ledger(settings)
+    ledger = read_ledger(settings)
     try:
         with ledger.session() as session:
             run = repository.get_run(session, run_id)

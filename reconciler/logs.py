@@ -1,4 +1,8 @@
-"""Logging for unattended runs: text for people, JSON lines for Azure Monitor / Log Analytics."""
+"""Logging for unattended runs: text for people, JSON lines for Azure Monitor / Log Analytics.
+
+At `info` a run logs its start (with its settings, secrets left out), each upload, and its
+summary; a fatal error is logged too, so that it reaches --log-file (README, "Logs").
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,15 @@ import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import make_url
+
+from reconciler.errors import ConfigError
 from reconciler.names import one_line
+
+if TYPE_CHECKING:
+    from reconciler.config import Settings
 
 # Structured fields callers pass with `extra=`; JSON lines carry them as top-level keys.
 FIELDS = ("run_id", "file", "user_id", "action", "http_status", "client_request_id")
@@ -56,10 +67,19 @@ RUN_ID = RunIdFilter()
 
 
 def configure(level: str, fmt: str, file: Path | None) -> None:
+    """Send the 'reconciler' logger to `file` (else stderr); a log file that cannot be
+    written is the operator's to fix: a ConfigError naming it, not a traceback."""
     handler: logging.Handler
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(file, encoding="utf-8")
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(file, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                "log_file",
+                f"cannot write the log file {file} ({exc.strerror or exc}); point log_file "
+                "at a file this account can create or append to",
+            ) from None
     else:
         handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
@@ -76,3 +96,25 @@ def configure(level: str, fmt: str, file: Path | None) -> None:
     root.propagate = False
     # azure-identity logs request URLs and, at DEBUG, headers; keep it to real problems.
     logging.getLogger("azure").setLevel(logging.ERROR)
+
+
+def to_stderr() -> bool:
+    """Do the 'reconciler' logs go to stderr (no --log-file)?"""
+    handlers = logging.getLogger("reconciler").handlers
+    return any(getattr(handler, "stream", None) is sys.stderr for handler in handlers)
+
+
+def settings_for_log(settings: Settings) -> str:
+    """Every setting as `name=value`, for the run's first log line: secrets are left out,
+    and a database URL's password is masked."""
+    from reconciler.config import SETTINGS
+
+    parts = []
+    for spec in SETTINGS:
+        if spec.secret:
+            continue
+        value = getattr(settings, spec.name, None)
+        if spec.name == "database_url" and isinstance(value, str):
+            value = make_url(value).render_as_string(hide_password=True)
+        parts.append(f"{spec.name}={value}")
+    return " ".join(parts)

@@ -304,6 +304,8 @@ class RunSummary:
     graph_requests: int = 0
     duration_s: float = 0.0
     results: list[FileResult] = field(default_factory=list)
+    # True for `reconcile --dry-run`: the counts say what a real run would do.
+    dry_run: bool = False
 
     def add(self, result: FileResult) -> None:
         self.results.append(result)
@@ -318,4 +320,5 @@ class RunSummary:
         data.update({o.value: self.counts[o] for o in Outcome})
         data["graph_requests"] = self.graph_requests
         data["duration_s"] = round(self.duration_s, 3)
+        data["dry_run"] = self.dry_run
         return data
