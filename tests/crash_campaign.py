@@ -181,7 +181,8 @@ class Campaign:
             places = where.get(sha256(data), [])
             if len(places) != 1:
                 found.append(f"{name}: its latest version is in {len(places)} places")
-        completed = [p for p in self.completed_dir.iterdir() if not p.name.startswith(".")]
+        kept = self.completed_dir.iterdir() if self.completed_dir.exists() else iter(())
+        completed = [p for p in kept if not p.name.startswith(".")]
         if len({sha256(p.read_bytes()) for p in completed}) != len(completed):
             found.append("completed_dir holds two copies of one photo")
         received = set(self.stored)
