@@ -172,6 +172,10 @@ _VERB = {
     Outcome.FAILED: "failed",
     Outcome.DEFERRED: "deferred",
     Outcome.IGNORED: "ignored",
+    Outcome.RESTORED: "restore",
+    Outcome.REMOVED: "remove",
+    Outcome.SKIPPED: "skip",
+    Outcome.DRIFTED: "drifted",
 }
 
 
@@ -201,6 +205,8 @@ def render_summary(summary: RunSummary) -> None:
 
 
 def finish(summary: RunSummary, as_json: bool, lines: Callable[[], None]) -> None:
+    for refusal in summary.refusals:  # e.g. prune refused: one line each, on stderr
+        click.echo(f"photosync: {one_line(refusal)}", err=True)
     if as_json:
         click.echo(json.dumps(summary.to_json()))
     else:
@@ -303,6 +309,66 @@ def reconcile(settings: Settings, dry_run: bool, full_refresh: bool, as_json: bo
         as_json,
         lambda: (
             render_plan(plan) if dry_run else render_results(summary.results, everything=everything)
+        ),
+    )
+
+
+def render_pruned(summary: RunSummary) -> None:
+    """What a dry run with prune would remove (or leave, and why)."""
+    for result in summary.results:
+        if result.outcome in (Outcome.REMOVED, Outcome.SKIPPED):
+            line = f"{_VERB[result.outcome]:<10}  {result.file}  ->  {result.user_label}"
+            click.echo(one_line(f"{line}  ({result.reason})"))
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@click.option("--user", "upn", default=None, metavar="UPN", help="Only this user's photo.")
+@click.option("--dry-run", is_flag=True, help="Say what would be put back; change nothing.")
+@json_option
+@settings_options
+@guarded
+def rollback(
+    settings: Settings, run_id: int, upn: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Put back the photos run RUN_ID replaced (or remove the ones it added).
+
+    A user whose photo was changed since by someone else is skipped.
+
+    \b
+    Example:
+      photosync rollback 42 --dry-run
+    """
+    from reconciler.undo import UsageError
+
+    try:
+        summary = app.rollback(settings, run_id, upn=upn, dry_run=dry_run)
+    except UsageError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if not summary.results and not as_json:
+        click.echo(f"run {run_id} changed no photo: nothing to roll back")
+    finish(summary, as_json, lambda: render_results(summary.results, everything=True))
+
+
+@main.command()
+@click.option("--fix", is_flag=True, help="Put photosync's photo back for each user who drifted.")
+@json_option
+@settings_options
+@guarded
+def verify(settings: Settings, fix: bool, as_json: bool) -> None:
+    """Check that the photos photosync set are still the ones Graph shows.
+
+    \b
+    Example:
+      photosync verify --fix
+    """
+    summary, _drifts = app.verify(settings, fix=fix)
+    shown_outcomes = (Outcome.DRIFTED, Outcome.FAILED, Outcome.UPLOADED, Outcome.SKIPPED)
+    finish(
+        summary,
+        as_json,
+        lambda: render_results(
+            [r for r in summary.results if r.outcome in shown_outcomes], everything=True
         ),
     )
 
@@ -413,6 +479,12 @@ def status(settings: Settings, runs: int, as_json: bool) -> None:
         click.echo(f"  {failure['outcome']:<8} {failure['files']:>4}  {failure['reason']}")
     for entry in info["ignored"]:
         click.echo(one_line(f"  ignored  {entry['file']}: {entry['reason']}"))
+    drift = info.get("drift") or {}
+    if drift.get("count"):
+        click.echo(
+            f"photos changed outside photosync: {drift['count']} (oldest first seen "
+            f"{drift['oldest']}); `photosync verify --fix` puts them back"
+        )
     click.echo("last runs:" if info["runs"] else "last runs: none yet")
     for run in info["runs"]:
         click.echo("  " + run_line(run))

@@ -61,6 +61,12 @@ class Settings:
     full_refresh_hours: float = 24.0
     include_external_members: bool = False
     retry_attempts: int = 6
+    archive: bool = True
+    # None: a folder `archive` beside a SQLite ledger (archive.default_archive_dir).
+    archive_dir: Path | None = None
+    archive_keep: int = 3
+    prune: bool = False
+    prune_max: int = 10
     log_level: str = "warning"
     log_format: str = "text"
     log_file: Path | None = None
@@ -320,6 +326,30 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _integer(1, 20),
         "Attempts per Graph request before a transient failure is recorded.",
     ),
+    SettingSpec(
+        "archive",
+        _boolean,
+        "true = before every photo write, keep the photo it replaces and the bytes sent "
+        "(for rollback and verify --fix); 2 more Graph reads per upload.",
+    ),
+    SettingSpec(
+        "archive_dir",
+        _optional_path,
+        "Folder of the archive (created mode 0700); default: 'archive' beside a SQLite "
+        "ledger, else in the user data folder.",
+    ),
+    SettingSpec("archive_keep", _integer(1, 1000), "Photo versions kept per user in the archive."),
+    SettingSpec(
+        "prune",
+        _boolean,
+        "Mirror mode only: a file removed from the inbox removes the photo it set.",
+    ),
+    SettingSpec(
+        "prune_max",
+        _integer(0, 1_000_000),
+        "A run that would prune more users than this prunes none and exits 1 (an unmounted "
+        "share looks like everyone left).",
+    ),
     SettingSpec("log_level", _choice(LOG_LEVELS), "Log level: " + ", ".join(LOG_LEVELS) + "."),
     SettingSpec("log_format", _choice(LOG_FORMATS), "Log format: text, or json lines."),
     SettingSpec("log_file", _optional_path, "Write logs to this file instead of stderr."),
@@ -381,4 +411,17 @@ def load_settings(
         except ValueError as exc:
             shown = "(hidden)" if spec.secret else _without_password(repr(value))
             raise ConfigError(name, f"expected {exc}, got {shown} (from {source})") from None
-    return Settings(**values)  # type: ignore[arg-type]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    check_prune(settings)
+    return settings
+
+
+def check_prune(settings: Settings) -> None:
+    """prune needs mirror mode: with move_completed a file leaves the inbox on every
+    upload, and that must never read as "removed"."""
+    if settings.prune and settings.move_completed:
+        raise ConfigError(
+            "prune",
+            "needs mirror mode; set move_completed = false (files stay in the inbox) or "
+            "prune = false",
+        )

@@ -30,7 +30,8 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +39,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from reconciler import names
+from reconciler.archive import Archive, ArchiveError
 from reconciler.errors import (
     AuthError,
     GraphError,
@@ -47,6 +49,7 @@ from reconciler.errors import (
 )
 from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
+from reconciler.ledger.models import NO_PHOTO
 from reconciler.model import (
     Action,
     ActionKind,
@@ -72,6 +75,14 @@ class Uploader(Protocol):
     def upload_photo(self, user_id: str, data: bytes, content_type: str) -> UploadReceipt: ...
 
 
+class PhotoReader(Protocol):
+    """What the archive needs from Graph besides the upload."""
+
+    def get_photo(self, user_id: str) -> bytes | None: ...
+
+    def photo_etag(self, user_id: str) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class ApplyOptions:
     completed_dir: Path
@@ -80,6 +91,8 @@ class ApplyOptions:
     concurrency: int
     # The upload for a file whose content is these bytes (images.prepare_bytes).
     prepare: Callable[[bytes], PreparedImage]
+    # Where the replaced and the uploaded photos are kept; None: the archive is off.
+    archive: Archive | None = None
 
 
 class Executor:
@@ -101,6 +114,9 @@ class Executor:
         # SQLite allows one writer; serialising our own writes avoids busy waits between them.
         self._write_lock = threading.Lock()
         self._abort: BaseException | None = None
+        # file key -> the archived "before" photo of a planned upload, read ahead.
+        self._befores: dict[str, Future[str | GraphError | ArchiveError]] = {}
+        self._after_reads: ThreadPoolExecutor | None = None
 
     def apply(self, plan: Plan) -> list[FileResult]:
         """Run every action; raises AuthError/GraphUnreachableError after recording what was
@@ -115,13 +131,77 @@ class Executor:
         if uploads:
             if self.uploader is None:
                 raise ValueError("a plan with uploads needs an uploader")
-            with ThreadPoolExecutor(self.options.concurrency, "photosync-upload") as pool:
-                for result in pool.map(self._upload_safely, uploads):
+            with ExitStack() as pools:
+                if self.options.archive is not None:
+                    self._start_archive_reads(uploads, pools)
+                pool = pools.enter_context(
+                    ThreadPoolExecutor(self.options.concurrency, "photosync-upload")
+                )
+                done = list(pool.map(self._upload_safely, uploads))
+                for result in done:
+                    if isinstance(result, Future):
+                        result = result.result()
                     if result is not None:
                         results.append(result)
         if self._abort is not None:
             raise self._abort
         return results
+
+    # --- the archive's reads, beside the writes
+
+    def _start_archive_reads(self, uploads: list[Action], pools: ExitStack) -> None:
+        concurrency = self.options.concurrency
+        before = pools.enter_context(ThreadPoolExecutor(concurrency, "photosync-before"))
+        self._after_reads = pools.enter_context(ThreadPoolExecutor(concurrency, "photosync-etag"))
+        for action in uploads:
+            assert action.user is not None
+            self._befores[action.file.key] = before.submit(self._archive_current, action.user.id)
+
+    def _archive_current(self, user_id: str) -> str | GraphError | ArchiveError:
+        """Read the user's photo now and keep it; its archive name, or "none"."""
+        assert self.options.archive is not None
+        reader = self._reader()
+        if self._abort is not None:
+            return GraphError("the run stopped before this photo was read")
+        try:
+            data = reader.get_photo(user_id)
+            return NO_PHOTO if data is None else self.options.archive.put(data)
+        except (GraphError, ArchiveError) as exc:
+            if isinstance(exc, GraphUnreachableError):
+                raise
+            return exc
+
+    def _reader(self) -> PhotoReader:
+        reader = self.uploader
+        assert reader is not None and hasattr(reader, "get_photo")
+        return reader  # type: ignore[return-value]
+
+    def _keep_what_was_there(
+        self, action: Action, prepared: PreparedImage
+    ) -> tuple[str, str] | FileResult:
+        """(archive name of the replaced photo, of the bytes to send), or the file's result
+        when the photo cannot be kept: then nothing is written."""
+        assert action.user is not None and self.options.archive is not None
+        before = self._befores[action.file.key].result()
+        try:
+            if isinstance(before, GraphError | ArchiveError):
+                raise before
+            with self._write_lock, self.ledger.session() as session:
+                carried = repository.carried_before(session, action.user.id)
+            return carried or before, self.options.archive.put(prepared.data)
+        except (AuthError, GraphUnreachableError):
+            raise
+        except ArchiveError as exc:
+            reason = f"not uploaded: {exc}"
+        except GraphError as exc:
+            reason = (
+                f"not uploaded: the current photo could not be read to keep it ({exc}); "
+                "it is tried again on the next run (or set archive = false)"
+            )
+        user = action.user
+        return self._finish(
+            action, FileResult(action.file.name, Outcome.FAILED, reason, user.id, user.label)
+        )
 
     # --- each kind of action
 
@@ -191,7 +271,7 @@ class Executor:
             return self._changed(action)
         return snapshot
 
-    def _upload_safely(self, action: Action) -> FileResult | None:
+    def _upload_safely(self, action: Action) -> FileResult | Future[FileResult | None] | None:
         if self._abort is not None:
             return None  # stays in the inbox, untouched; the next run takes it
         try:
@@ -200,7 +280,7 @@ class Executor:
             self._abort = exc
             return None
 
-    def _upload(self, action: Action) -> FileResult:
+    def _upload(self, action: Action) -> FileResult | Future[FileResult | None]:
         assert action.user is not None and action.file.sha256 is not None
         assert self.uploader is not None
         user = action.user
@@ -212,10 +292,23 @@ class Executor:
         except ImageError as exc:
             return self._reject(action, str(exc))
         file_id = self.file_ids[action.file.key]
+        objects: tuple[str | None, str | None] = (None, None)
+        if self.options.archive is not None:
+            kept = self._keep_what_was_there(action, prepared)
+            if isinstance(kept, FileResult):
+                return kept
+            objects = kept
         with self._write_lock, self.ledger.session() as session:
             # The hash of the bytes read here, which are the bytes prepared and sent.
             upload_id = repository.record_intent(
-                session, self.run_id, file_id, user.id, snapshot.sha256, prepared
+                session,
+                self.run_id,
+                file_id,
+                user.id,
+                snapshot.sha256,
+                prepared,
+                replaced_object=objects[0],
+                uploaded_object=objects[1],
             )
         try:
             receipt = self.uploader.upload_photo(user.id, prepared.data, prepared.content_type)
@@ -243,8 +336,41 @@ class Executor:
         except AuthError as exc:
             self._record_failure(upload_id, GraphError(str(exc)))
             raise
+        if self._after_reads is not None:
+            return self._after_reads.submit(self._after_etag_safely, action, upload_id, receipt)
+        return self._uploaded(action, upload_id, receipt, None)
+
+    def _after_etag_safely(
+        self, action: Action, upload_id: int, receipt: UploadReceipt
+    ) -> FileResult | None:
+        """Read the ETag Graph gave the photo just written, then record the success with
+        it. An ETag that cannot be read leaves the success without one (rollback and
+        verify then leave that user alone); a run that must stop leaves the intent."""
+        assert action.user is not None
+        try:
+            etag = self._reader().photo_etag(action.user.id)
+        except (AuthError, GraphUnreachableError) as exc:
+            self._abort = exc
+            return None
+        except GraphError as exc:
+            log.warning(
+                "uploaded %s to %s, but its ETag could not be read: %s",
+                action.file.name,
+                action.user.label,
+                exc,
+                extra={"file": action.file.name, "user_id": action.user.id},
+            )
+            etag = None
+        return self._uploaded(action, upload_id, receipt, etag)
+
+    def _uploaded(
+        self, action: Action, upload_id: int, receipt: UploadReceipt, etag: str | None
+    ) -> FileResult:
+        assert action.user is not None
+        user = action.user
+        file_id = self.file_ids[action.file.key]
         with self._write_lock, self.ledger.session() as session:
-            repository.record_upload_success(session, upload_id, receipt)
+            repository.record_upload_success(session, upload_id, receipt, etag_after=etag)
             repository.record_outcome(
                 session, file_id, self.run_id, Outcome.UPLOADED, action.reason, user_id=user.id
             )

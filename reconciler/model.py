@@ -216,7 +216,18 @@ class Outcome(enum.StrEnum):
     DEFERRED = "deferred"
     # Not a photo photosync may read (a link, a folder): reported, left alone, not a failure.
     IGNORED = "ignored"
+    # Per user, for rollback, prune and verify (reconciler/undo.py): the photo before a
+    # run put back; a photo removed; a change not made because someone else changed the
+    # photo since; a photo found changed or removed outside photosync.
+    RESTORED = "restored"
+    REMOVED = "removed"
+    SKIPPED = "skipped"
+    DRIFTED = "drifted"
 
+
+# Per-user outcomes of rollback, prune and verify: in --json only for those commands, or
+# when a reconcile pruned, so a plain reconcile prints exactly the contract's keys.
+UNDO_OUTCOMES = frozenset({Outcome.RESTORED, Outcome.REMOVED, Outcome.SKIPPED, Outcome.DRIFTED})
 
 # Outcomes that make the run exit 1.
 FAILS_RUN = frozenset({Outcome.FAILED, Outcome.INVALID})
@@ -304,6 +315,10 @@ class RunSummary:
     graph_requests: int = 0
     duration_s: float = 0.0
     results: list[FileResult] = field(default_factory=list)
+    # Why the run exits 1 when no single file says so (e.g. prune refused by prune_max).
+    refusals: list[str] = field(default_factory=list)
+    # A rollback or verify run: its --json always carries the UNDO_OUTCOMES keys.
+    per_user: bool = False
     # True for `reconcile --dry-run`: the counts say what a real run would do.
     dry_run: bool = False
 
@@ -313,12 +328,20 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        return 1 if any(self.counts[o] for o in FAILS_RUN) else 0
+        return 1 if any(self.counts[o] for o in FAILS_RUN) or self.refusals else 0
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"run_id": self.run_id}
-        data.update({o.value: self.counts[o] for o in Outcome})
+        data.update(
+            {
+                o.value: self.counts[o]
+                for o in Outcome
+                if o not in UNDO_OUTCOMES or self.per_user or self.counts[o]
+            }
+        )
         data["graph_requests"] = self.graph_requests
         data["duration_s"] = round(self.duration_s, 3)
         data["dry_run"] = self.dry_run
+        if self.refusals:
+            data["refused"] = list(self.refusals)
         return data

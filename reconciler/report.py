@@ -39,7 +39,17 @@ COLUMNS = (
 )
 
 # In the order a person should deal with them: what they can fix first, what waits last.
-REASONS = ("unmatched", "ambiguous", "ineligible", "invalid", "failed", "deferred", "ignored")
+REASONS = (
+    "unmatched",
+    "ambiguous",
+    "ineligible",
+    "invalid",
+    "failed",
+    "deferred",
+    "ignored",
+    # A photo photosync set that `verify` found changed or removed outside photosync.
+    "drifted",
+)
 
 # What each reason means and what to do, in words for the HR staff who read the HTML report.
 EXPLANATIONS: dict[str, tuple[str, str]] = {

@@ -230,8 +230,9 @@ def test_json_summary_has_the_contract_keys(settings: Settings, emulator: GraphE
         "duration_s",
     }
     assert summary["uploaded"] == 1
-    # One delta "latest", one users page, one lookup confirming Jane before writing, one PUT.
-    assert summary["graph_requests"] == emulator.graph_request_count == 4
+    # One delta "latest", one users page, one lookup confirming Jane before writing, one PUT;
+    # with the archive on (the default), the photo read before the PUT and its ETag after.
+    assert summary["graph_requests"] == emulator.graph_request_count == 6
 
 
 def test_graph_failure_leaves_file_in_inbox_and_exits_1(
@@ -310,7 +311,8 @@ def test_retry_failed_uploads_to_the_recorded_user_without_listing(
         (r.method, r.path.endswith("/photo/$value"))
         for r in emulator.requests()
         if not r.token_request
-    ] == [("GET", False), ("PUT", True)]  # the lookup confirming Jane, then the write
+        # the lookup confirming Jane, the archive's read of her photo, the write, its ETag
+    ] == [("GET", False), ("GET", True), ("PUT", True), ("GET", False)]
 
 
 def test_large_photo_is_resized_before_upload(settings: Settings, emulator: GraphEmulator) -> None:

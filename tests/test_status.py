@@ -44,8 +44,9 @@ def test_status_json_shows_runs_waiting_failures_token_age_and_ledger(
     [run] = info["runs"]
     assert run["run_id"] == scenario.run_id
     assert run["exit_code"] == 1 and run["duration_s"] >= 0
-    # delta "latest", one users page, the confirming lookup, a PUT and its retry
-    assert run["graph_requests"] == 5
+    # delta "latest", one users page, the confirming lookup, a PUT and its retry, and
+    # the archive's read of the photo the PUT would replace (archive = true)
+    assert run["graph_requests"] == 6
     assert run["counts"]["unmatched"] == 2 and run["counts"]["failed"] == 1
     assert info["waiting"] == {"unmatched": 2, "ambiguous": 1, "ineligible": 2, "failed": 1}
     assert info["failures"] == {"failed": 1, "invalid": 1}

@@ -125,6 +125,8 @@ class PhotoRoutes:
     def _delete(self, record: UserRecord) -> EmuResponse:
         if not self._tenant.delete_photo(record.id):
             raise _image_not_found()
+        if self._faults.after_photo_deleted is not None:
+            self._faults.after_photo_deleted(record.id)
         return EmuResponse(204)
 
     def _read_bytes(self, record: UserRecord) -> EmuResponse:
@@ -137,7 +139,7 @@ class PhotoRoutes:
         photo = self._tenant.photo(record.id)
         if photo is None:
             raise _image_not_found()
-        etag = hashlib.sha256(photo.data).hexdigest()[:8].upper()
+        etag = photo.etag or f'"{hashlib.sha256(photo.data).hexdigest()[:8].upper()}"'
         return json_response(
             {
                 "@odata.context": (

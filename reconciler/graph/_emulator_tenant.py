@@ -200,6 +200,7 @@ class Tenant:
         self._log_ids: list[str] = []
         self._photos: dict[str, StoredPhoto] = {}
         self._photo_writes: dict[str, int] = {}
+        self._etag_seq = 0
         self._bulk_counter = 0
         self._records_cache: list[UserRecord] | None = None
 
@@ -339,9 +340,35 @@ class Tenant:
         with self._lock:
             uploads = self._photo_writes.get(user_id, 0) + 1
             self._photo_writes[user_id] = uploads
-            photo = StoredPhoto(data, content_type, size[0], size[1], uploads, detected)
+            photo = StoredPhoto(
+                data, content_type, size[0], size[1], uploads, detected, self._new_etag()
+            )
             self._photos[user_id] = photo
             return photo
+
+    def change_photo_from_outside(
+        self, user_id: str, data: bytes | None, size: tuple[int, int] = (0, 0)
+    ) -> None:
+        """Someone other than photosync (the user, Teams, the admin centre) sets the photo
+        to `data` (None removes it): a new ETag, not counted in photo_writes."""
+        with self._lock:
+            if data is None:
+                self._photos.pop(user_id, None)
+                return
+            photo = StoredPhoto(
+                data,
+                "image/jpeg",
+                size[0],
+                size[1],
+                self._photo_writes.get(user_id, 0),
+                "image/jpeg",
+                self._new_etag(),
+            )
+            self._photos[user_id] = photo
+
+    def _new_etag(self) -> str:
+        self._etag_seq += 1
+        return f'"{uuid.uuid4().hex[:8].upper()}{self._etag_seq:06d}"'
 
     def delete_photo(self, user_id: str) -> bool:
         with self._lock:

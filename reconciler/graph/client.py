@@ -261,7 +261,9 @@ class GraphClient:
         session = requests.Session()
         # Retries are ours (they must honour Retry-After and our budget); the pool must
         # hold a connection per upload thread or urllib3 discards and reopens them.
-        adapter = HTTPAdapter(pool_maxsize=max(10, concurrency * 2), max_retries=0)
+        # Three pools may share it: uploads, the archive's reads before them and the ETag
+        # reads after them (reconciler/executor.py).
+        adapter = HTTPAdapter(pool_maxsize=max(10, concurrency * 3), max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -449,6 +451,129 @@ class GraphClient:
             if exc.status == 404 and (exc.code or "").lower() in _NO_PHOTO_CODES:
                 return None
             raise
+
+    def photo_etag(self, user_id: str) -> str | None:
+        """The ETag of the user's photo (`@odata.mediaEtag` of the photo metadata), or None
+        when the user has none. Graph gives a new one on every write, whoever made it, so
+        it tells whether a photo is still the one photosync set (docs/graph-behaviour.md,
+        "Photo ETags")."""
+        call = _Call(
+            "GET",
+            self._photo_url(user_id),
+            "get photo metadata",
+            user_id=user_id,
+            expected=frozenset({404}),
+            operation=GraphOperation.PHOTO_READ,
+        )
+        try:
+            done = self._execute(call)
+        except PermanentGraphError as exc:
+            if exc.status == 404 and (exc.code or "").lower() in _NO_PHOTO_CODES:
+                return None
+            raise
+        return _media_etag(self._json_object(done, "get photo metadata"))
+
+    def delete_photo(self, user_id: str) -> bool:
+        """Remove the user's photo; False when there was none to remove."""
+        call = _Call(
+            "DELETE",
+            f"{self._photo_url(user_id)}/$value",
+            "delete photo",
+            user_id=user_id,
+            expected=frozenset({404}),
+            writes=1,
+            operation=GraphOperation.PHOTO_WRITE,
+        )
+        try:
+            self._execute(call)
+        except PermanentGraphError as exc:
+            if exc.status == 404 and (exc.code or "").lower() in _NO_PHOTO_CODES:
+                return False
+            raise self._explain_write_404(user_id, exc) from None
+        return True
+
+    def photo_etags_batch(self, user_ids: Sequence[str]) -> dict[str, str | GraphError | None]:
+        """The photo ETag of each user (None: no photo), BATCH_LIMIT metadata reads per JSON
+        $batch. Inner 429/5xx are sent again after their Retry-After, up to max_attempts;
+        other inner failures are returned for that user. ceil(U/20) requests for U users
+        when nothing is throttled."""
+        results: dict[str, str | GraphError | None] = {}
+        attempts: dict[str, int] = dict.fromkeys(user_ids, 0)
+        pending = list(dict.fromkeys(user_ids))
+        while pending:
+            chunk, pending = pending[:BATCH_LIMIT], pending[BATCH_LIMIT:]
+            pending = self._send_etag_batch(chunk, attempts, results) + pending
+        return results
+
+    def _send_etag_batch(
+        self,
+        chunk: list[str],
+        attempts: dict[str, int],
+        results: dict[str, str | GraphError | None],
+    ) -> list[str]:
+        entries = [
+            {"id": str(i), "method": "GET", "url": f"/users/{quote(u, safe='@')}/photo"}
+            for i, u in enumerate(chunk)
+        ]
+        call = _Call(
+            "POST",
+            f"{self._api}/$batch",
+            "photo metadata batch",
+            json_body={"requests": entries},
+            operation=GraphOperation.PHOTO_READ,
+        )
+        try:
+            done = self._execute(call)
+        except (AuthError, GraphUnreachableError):
+            raise
+        except GraphError as exc:
+            for user_id in chunk:
+                results[user_id] = exc
+            return []
+        retry: list[str] = []
+        answered: set[str] = set()
+        for inner in _batch_responses(done.response):
+            index = int(inner["id"])
+            if not 0 <= index < len(chunk):
+                continue
+            user_id = chunk[index]
+            answered.add(user_id)
+            attempts[user_id] += 1
+            status = int(inner.get("status", 0))
+            if 200 <= status < 300:
+                body = inner.get("body")
+                results[user_id] = _media_etag(body if isinstance(body, dict) else {})
+                continue
+            headers = {str(k).lower(): str(v) for k, v in (inner.get("headers") or {}).items()}
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            if retry_after is not None:
+                self._gate.defer(retry_after)
+            envelope = parse_error_body(inner.get("body"), fallback=f"HTTP {status}")
+            if status == 404 and (envelope.code or "").lower() in _NO_PHOTO_CODES:
+                results[user_id] = None
+                continue
+            error = graph_error(
+                status,
+                envelope,
+                client_request_id=done.client_request_id,
+                attempts=attempts[user_id],
+                retry_after=retry_after,
+                operation=GraphOperation.PHOTO_READ,
+            )
+            if isinstance(error, TransientGraphError) and attempts[user_id] < self._max_attempts:
+                retry.append(user_id)
+            else:
+                self._log_failure(error, "photo metadata batch item", user_id)
+                results[user_id] = error
+        for user_id in chunk:
+            if user_id not in answered:
+                results[user_id] = TransientGraphError(
+                    f"photo metadata batch: no response for user {user_id}"
+                )
+        if retry:
+            told = 0.0 if self._gate.remaining() > 0 else None
+            self._backoff_wait(max(attempts[u] for u in retry), told)
+        return retry
 
     def upload_photos_batch(
         self, items: Sequence[tuple[str, bytes, str]]
@@ -785,6 +910,13 @@ def _batch_responses(response: requests.Response) -> list[Mapping[str, Any]]:
 def _with_selected(item: Mapping[str, Any], select: Sequence[str]) -> dict[str, Any]:
     """`item` with every selected property present: Graph may leave an unset one out."""
     return {**dict.fromkeys(select), **item}
+
+
+def _media_etag(metadata: Mapping[str, Any]) -> str:
+    etag = metadata.get("@odata.mediaEtag")
+    if not isinstance(etag, str) or not etag:
+        raise TransientGraphError("photo metadata: Graph sent no @odata.mediaEtag")
+    return etag
 
 
 def _missing(user_id: str) -> GraphError:

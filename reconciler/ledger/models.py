@@ -157,6 +157,15 @@ class Upload(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # The archive (reconciler/archive.py): the sha256 object of the photo this upload
+    # replaced ("none" when the user had none; NULL when the archive was off), the object
+    # of the bytes sent, and the photo ETag Graph reported right after the upload.
+    replaced_object: Mapped[str | None] = mapped_column(String(64))
+    uploaded_object: Mapped[str | None] = mapped_column(String(64))
+    etag_after: Mapped[str | None] = mapped_column(String(256))
+    # What a person should know about the photo as uploaded ("no face found", "blurred
+    # (...)"; reconciler/faces/quality.py); NULL for uploads made before migration 0005.
+    quality_notes: Mapped[list[str] | None]
 
     __table_args__ = (
         Index("ix_uploads_user_id_status", "user_id", "status"),
@@ -188,3 +197,53 @@ class RunFile(Base):
     destination: Mapped[str | None] = mapped_column(String(4096))
 
     __table_args__ = (Index("ix_run_files_run_id", "run_id"),)
+
+
+# The archive object name for "the user had no photo".
+NO_PHOTO = "none"
+
+
+class PhotoChange(Base):
+    """A photo write that is not an upload of an inbox file: a rollback (restore or
+    remove), a prune, or a verify --fix. Recorded as an intent first ('pending'), like an
+    upload, so a killed run is finished by the next one (docs/reliability.md)."""
+
+    __tablename__ = "photo_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    # rollback / prune / fix
+    kind: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str] = mapped_column(String(64))
+    # The upload this change undoes (rollback), removes (prune) or repeats (fix).
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id"))
+    # pending / succeeded / skipped / failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    # Archive objects: the photo this change replaced, and what it wrote (NULL: removed).
+    before_object: Mapped[str | None] = mapped_column(String(64))
+    written_object: Mapped[str | None] = mapped_column(String(64))
+    etag_after: Mapped[str | None] = mapped_column(String(256))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_photo_changes_upload_id", "upload_id"),
+        Index("ix_photo_changes_user_id", "user_id"),
+    )
+
+
+class PhotoDrift(Base):
+    """A user whose photo no longer carries the ETag photosync recorded: someone changed or
+    removed it. Written by `verify`; gone once verify finds the photo back in line."""
+
+    __tablename__ = "photo_drift"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # changed / removed
+    state: Mapped[str] = mapped_column(String(16))
+    expected_etag: Mapped[str | None] = mapped_column(String(256))
+    seen_etag: Mapped[str | None] = mapped_column(String(256))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))

@@ -7,16 +7,27 @@ import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from reconciler import model, names
 from reconciler.fingerprint import CachedFingerprint
-from reconciler.ledger.models import InboxFile, Run, RunFile, SyncState, Upload, User, utcnow
+from reconciler.ledger.models import (
+    NO_PHOTO,
+    InboxFile,
+    PhotoChange,
+    PhotoDrift,
+    Run,
+    RunFile,
+    SyncState,
+    Upload,
+    User,
+    utcnow,
+)
 from reconciler.planner import LedgerView, RecordedFile
 from reconciler.scanner import ScanResult
 
@@ -447,8 +458,13 @@ def record_intent(
     user_id: str,
     source_sha256: str,
     prepared: model.PreparedImage,
+    *,
+    replaced_object: str | None = None,
+    uploaded_object: str | None = None,
 ) -> int:
     upload = Upload(
+        replaced_object=replaced_object,
+        uploaded_object=uploaded_object,
         run_id=run_id,
         file_id=file_id,
         user_id=user_id,
@@ -470,9 +486,16 @@ def record_intent(
     return upload.id
 
 
-def record_upload_success(session: Session, upload_id: int, receipt: model.UploadReceipt) -> None:
+def record_upload_success(
+    session: Session,
+    upload_id: int,
+    receipt: model.UploadReceipt,
+    *,
+    etag_after: str | None = None,
+) -> None:
     upload = session.get_one(Upload, upload_id)
     upload.status = "succeeded"
+    upload.etag_after = etag_after
     upload.http_status = receipt.http_status
     upload.attempts = receipt.attempts
     upload.client_request_id = receipt.client_request_id
@@ -628,3 +651,301 @@ def uploads_of_run(session: Session, run_id: int) -> dict[int, Upload]:
     """file id -> the last upload one run made for it."""
     rows = session.scalars(select(Upload).where(Upload.run_id == run_id).order_by(Upload.id))
     return {upload.file_id: upload for upload in rows}
+
+
+# --- the archive, rollback, verify and prune (reconciler/undo.py)
+
+
+def carried_before(session: Session, user_id: str) -> str | None:
+    """The photo a user had before an upload that a killed run left unfinished: when the
+    user's latest archived upload is an intent without a result, its write may have landed,
+    so what Graph shows now may be photosync's own photo. The "before" to keep is the one
+    that intent archived (docs/reliability.md, "Rollback and prune survive a kill")."""
+    latest = session.scalars(
+        select(Upload)
+        .where(Upload.user_id == user_id, Upload.replaced_object.is_not(None))
+        .order_by(Upload.id.desc())
+        .limit(1)
+    ).first()
+    if latest is not None and latest.status in ("pending", "interrupted"):
+        return latest.replaced_object
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoWrite:
+    """photosync's latest successful write of one user's photo: an upload, or a change made
+    by rollback, prune or verify --fix."""
+
+    user_id: str
+    upload_id: int  # the upload itself, or the one the change was about
+    kind: str  # upload / rollback / prune / fix
+    change_id: int | None
+    written_object: str | None  # None: the photo was removed (or not archived)
+    etag: str | None
+    at: datetime
+    run_id: int
+
+
+def latest_writes(session: Session) -> dict[str, PhotoWrite]:
+    """user id -> photosync's latest successful write of that user's photo."""
+    found: dict[str, PhotoWrite] = {}
+    uploads = session.execute(
+        select(
+            Upload.user_id,
+            Upload.id,
+            Upload.uploaded_object,
+            Upload.etag_after,
+            Upload.finished_at,
+            Upload.started_at,
+            Upload.run_id,
+        )
+        .where(Upload.status == "succeeded")
+        .order_by(Upload.id)
+    )
+    for user_id, upload_id, written, etag, finished, started, run_id in uploads:
+        found[user_id] = PhotoWrite(
+            user_id, upload_id, "upload", None, written, etag, finished or started, run_id
+        )
+    changes = session.execute(
+        select(PhotoChange).where(PhotoChange.status == "succeeded").order_by(PhotoChange.id)
+    ).scalars()
+    for change in changes:
+        at = change.finished_at or change.started_at
+        earlier = found.get(change.user_id)
+        if earlier is not None and _aware(earlier.at) > _aware(at):
+            continue
+        found[change.user_id] = PhotoWrite(
+            change.user_id,
+            change.upload_id,
+            change.kind,
+            change.id,
+            change.written_object,
+            change.etag_after,
+            at,
+            change.run_id,
+        )
+    return found
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def succeeded_uploads_of_run(session: Session, run_id: int) -> list[tuple[Upload, InboxFile]]:
+    """The last successful upload per user of one run, with its file."""
+    rows = session.execute(
+        select(Upload, InboxFile)
+        .join(InboxFile, InboxFile.id == Upload.file_id)
+        .where(Upload.run_id == run_id, Upload.status == "succeeded")
+        .order_by(Upload.id)
+    )
+    latest: dict[str, tuple[Upload, InboxFile]] = {}
+    for upload, file in rows:
+        latest[upload.user_id] = (upload, file)
+    return list(latest.values())
+
+
+def changes_about(session: Session, upload_ids: Sequence[int], kind: str) -> dict[int, PhotoChange]:
+    """upload id -> the latest change of `kind` about it."""
+    found: dict[int, PhotoChange] = {}
+    for chunk in _chunks(upload_ids):
+        rows = session.scalars(
+            select(PhotoChange)
+            .where(PhotoChange.upload_id.in_(chunk), PhotoChange.kind == kind)
+            .order_by(PhotoChange.id)
+        )
+        for change in rows:
+            found[change.upload_id] = change
+    return found
+
+
+def record_change_intent(
+    session: Session,
+    run_id: int,
+    kind: str,
+    user_id: str,
+    upload_id: int,
+    *,
+    before_object: str | None,
+    written_object: str | None,
+) -> int:
+    change = PhotoChange(
+        run_id=run_id,
+        kind=kind,
+        user_id=user_id,
+        upload_id=upload_id,
+        status="pending",
+        before_object=before_object,
+        written_object=written_object,
+        started_at=utcnow(),
+    )
+    session.add(change)
+    session.flush()
+    return change.id
+
+
+def record_change_result(
+    session: Session, change_id: int, status: str, reason: str, etag_after: str | None = None
+) -> None:
+    change = session.get_one(PhotoChange, change_id)
+    change.status = status
+    change.reason = reason
+    change.etag_after = etag_after
+    change.finished_at = utcnow()
+
+
+def record_change_skipped(
+    session: Session,
+    run_id: int,
+    kind: str,
+    user_id: str,
+    upload_id: int,
+    reason: str,
+    *,
+    status: str = "skipped",
+) -> None:
+    """A change decided against (e.g. the photo was changed since by someone else): a
+    finished row, so `runs show` and the next run can tell."""
+    now = utcnow()
+    session.add(
+        PhotoChange(
+            run_id=run_id,
+            kind=kind,
+            user_id=user_id,
+            upload_id=upload_id,
+            status=status,
+            reason=reason,
+            started_at=now,
+            finished_at=now,
+        )
+    )
+
+
+def changes_of_run(session: Session, run_id: int) -> list[PhotoChange]:
+    return list(
+        session.scalars(
+            select(PhotoChange).where(PhotoChange.run_id == run_id).order_by(PhotoChange.id)
+        )
+    )
+
+
+def archive_references(session: Session, keep: int) -> set[str]:
+    """Every archive object a kept version refers to: per user, the `keep` latest archived
+    uploads and changes, plus every intent without a result (a killed run's "before")."""
+    versions: dict[str, list[tuple[datetime, tuple[str | None, ...]]]] = {}
+    pinned: set[str] = set()
+    uploads = session.execute(
+        select(
+            Upload.user_id,
+            Upload.started_at,
+            Upload.replaced_object,
+            Upload.uploaded_object,
+            Upload.status,
+        ).where(Upload.uploaded_object.is_not(None))
+    )
+    for user_id, started, replaced, uploaded, status in uploads:
+        versions.setdefault(user_id, []).append((_aware(started), (replaced, uploaded)))
+        if status in ("pending", "interrupted") and replaced:
+            pinned.add(replaced)
+    changes = session.execute(
+        select(
+            PhotoChange.user_id,
+            PhotoChange.started_at,
+            PhotoChange.before_object,
+            PhotoChange.written_object,
+            PhotoChange.status,
+        ).where(PhotoChange.status.in_(["pending", "succeeded"]))
+    )
+    for user_id, started, before, written, status in changes:
+        versions.setdefault(user_id, []).append((_aware(started), (before, written)))
+        if status == "pending":
+            pinned.update(o for o in (before, written) if o)
+    kept: set[str] = set(pinned)
+    for entries in versions.values():
+        entries.sort(key=lambda e: e[0], reverse=True)
+        for _at, objects in entries[:keep]:
+            kept.update(o for o in objects if o)
+    kept.discard(NO_PHOTO)
+    return kept
+
+
+def gone_files_with_photos(session: Session) -> list[tuple[InboxFile, Upload]]:
+    """Files removed from the inbox (location 'gone') whose upload is still the latest
+    photosync write for its user: the candidates for prune."""
+    writes = latest_writes(session)
+    upload_ids = [w.upload_id for w in writes.values() if w.kind in ("upload", "fix")]
+    found: list[tuple[InboxFile, Upload]] = []
+    for chunk in _chunks(upload_ids):
+        rows = session.execute(
+            select(InboxFile, Upload)
+            .join(Upload, Upload.file_id == InboxFile.id)
+            .where(Upload.id.in_(chunk), InboxFile.location == "gone")
+        )
+        found.extend((file, upload) for file, upload in rows)
+    # A user another file in the inbox still stands for (a renamed or replaced file) keeps
+    # the photo: that file decides it.
+    still_claimed = set(
+        session.scalars(select(InboxFile.user_id).where(_IN_INBOX, InboxFile.user_id.is_not(None)))
+    )
+    return sorted(
+        [(f, u) for f, u in found if u.user_id not in still_claimed], key=lambda p: p[0].name
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    name: str
+    path: str
+    sha256: str | None
+
+
+def files_of_uploads(session: Session, upload_ids: Sequence[int]) -> dict[int, FileRow]:
+    """upload id -> the inbox file it uploaded (plain columns: verify reads 100,000)."""
+    found: dict[int, FileRow] = {}
+    for chunk in _chunks(upload_ids):
+        rows = session.execute(
+            select(Upload.id, InboxFile.name, InboxFile.path, InboxFile.sha256)
+            .join(InboxFile, InboxFile.id == Upload.file_id)
+            .where(Upload.id.in_(chunk))
+        )
+        found.update({upload_id: FileRow(n, p, sha) for upload_id, n, p, sha in rows})
+    return found
+
+
+def record_drift(
+    session: Session,
+    run_id: int,
+    user_id: str,
+    state: str,
+    expected_etag: str | None,
+    seen_etag: str | None,
+) -> None:
+    row = session.get(PhotoDrift, user_id)
+    now = utcnow()
+    if row is None:
+        session.add(
+            PhotoDrift(
+                user_id=user_id,
+                state=state,
+                expected_etag=expected_etag,
+                seen_etag=seen_etag,
+                first_seen_at=now,
+                last_seen_at=now,
+                last_run_id=run_id,
+            )
+        )
+        return
+    if row.expected_etag != expected_etag:
+        row.first_seen_at = now  # a drift from a newer photo of ours is a new drift
+    row.state, row.expected_etag, row.seen_etag = state, expected_etag, seen_etag
+    row.last_seen_at, row.last_run_id = now, run_id
+
+
+def clear_drift(session: Session, user_ids: Iterable[str]) -> None:
+    for chunk in _chunks(user_ids):
+        session.execute(delete(PhotoDrift).where(PhotoDrift.user_id.in_(chunk)))
+
+
+def drifts(session: Session) -> list[PhotoDrift]:
+    return list(session.scalars(select(PhotoDrift).order_by(PhotoDrift.first_seen_at)))
