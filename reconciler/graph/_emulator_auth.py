@@ -11,12 +11,14 @@ that only a local administrator could read.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +33,73 @@ BEARER_CHALLENGE = (
 _IDENTITY_SELECTORS = ("client_id", "object_id", "msi_res_id", "mi_res_id")
 
 
-class TokenStore:
-    """Opaque bearer tokens with an expiry fixed when they are issued."""
+# The app roles a token carries unless a test says otherwise: the two photosync needs.
+DEFAULT_ROLES = ("User.Read.All", "ProfilePhoto.ReadWrite.All")
+EMULATOR_TENANT_ID = "00000000-0000-0000-0000-00000000e1e1"
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def jwt_shaped(claims: Mapping[str, Any]) -> str:
+    """header.payload.signature, each base64url without padding, as Entra ID's access tokens
+    are. The signature is random bytes: nothing verifies it (Graph's own check is stood in
+    for by TokenStore.check), but a client that decodes the payload reads real JSON."""
+    header = {"typ": "JWT", "alg": "RS256", "kid": "graph-emulator"}
+    return ".".join(
+        (
+            _b64url(json.dumps(header).encode()),
+            _b64url(json.dumps(dict(claims)).encode()),
+            _b64url(secrets.token_bytes(32)),
+        )
+    )
+
+
+def token_roles(authorization: str | None) -> tuple[str, ...] | None:
+    """The `roles` claim of an emulator token in an Authorization header; None when there
+    is no token or it is not one of ours (the emulator runs without auth then)."""
+    _scheme, _, token = (authorization or "").partition(" ")
+    parts = token.strip().split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    roles = payload.get("roles") if isinstance(payload, dict) else None
+    return tuple(str(r) for r in roles) if isinstance(roles, list) else ()
+
+
+class TokenStore:
+    """Bearer tokens with an expiry fixed when they are issued, JWT-shaped, carrying the
+    `roles` claim `roles()` says at issue time."""
+
+    def __init__(
+        self, clock: Callable[[], float], roles: Callable[[], Sequence[str]] = lambda: DEFAULT_ROLES
+    ) -> None:
         self._clock = clock
+        self._roles = roles
         self._lock = threading.Lock()
         self._expiry: dict[str, float] = {}
         self._issued: list[str] = []
 
-    def issue(self, lifetime_s: int) -> tuple[str, int]:
-        token = "emu." + secrets.token_urlsafe(32)
-        expires_on = int(self._clock()) + lifetime_s
+    def issue(self, lifetime_s: int, audience: str = GRAPH_ROOT) -> tuple[str, int]:
+        now = int(self._clock())
+        expires_on = now + lifetime_s
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{EMULATOR_TENANT_ID}/",
+            "iat": now,
+            "nbf": now,
+            "exp": expires_on,
+            "idtyp": "app",
+            "oid": str(uuid.uuid4()),
+            "tid": EMULATOR_TENANT_ID,
+            "roles": list(self._roles()),
+            "uti": secrets.token_urlsafe(16),  # unique per token, as Entra's are
+        }
+        token = jwt_shaped(claims)
         with self._lock:
             self._expiry[token] = expires_on
             self._issued.append(token)
@@ -160,7 +217,7 @@ class IdentityEndpoints:
         problem = self._bad_params(req, {"2019-08-01"})
         if problem:
             return _json(400, {"statusCode": 400, "message": problem})
-        token, expires_on = self._tokens.issue(self._lifetime_s())
+        token, expires_on = self._tokens.issue(self._lifetime_s(), self._audience(req))
         payload = {
             "access_token": token,
             "expires_on": str(expires_on),
@@ -200,7 +257,7 @@ class IdentityEndpoints:
 
     def _expires_in_token(self, req: EmuRequest) -> EmuResponse:
         lifetime = self._lifetime_s()
-        token, expires_on = self._tokens.issue(lifetime)
+        token, expires_on = self._tokens.issue(lifetime, self._audience(req))
         payload = {
             "access_token": token,
             "expires_in": str(lifetime),
@@ -212,6 +269,9 @@ class IdentityEndpoints:
         }
         payload.update({k: req.query[k] for k in _IDENTITY_SELECTORS if k in req.query})
         return _json(200, payload)
+
+    def _audience(self, req: EmuRequest) -> str:
+        return req.query.get("resource", GRAPH_ROOT).rstrip("/")
 
     def _metadata_problem(self, req: EmuRequest) -> str | None:
         if (req.header("Metadata") or "").lower() != "true":

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable
 
+from reconciler.graph._emulator_admin import PHOTO_UPDATE_SETTINGS, AdminRoutes
 from reconciler.graph._emulator_batch import run_batch
 from reconciler.graph._emulator_faults import FaultDice, Faults, WriteLimiter
 from reconciler.graph._emulator_http import (
@@ -41,6 +42,7 @@ class GraphRouter:
         self._faults = faults
         self._dice = dice
         self.users = UserRoutes(tenant, faults, base_url, clock)
+        self.admin = AdminRoutes(faults, base_url)
         self.photos = PhotoRoutes(tenant, faults, WriteLimiter(faults), base_url)
 
     def dispatch(self, req: EmuRequest, ids: RequestIds) -> EmuResponse:
@@ -81,6 +83,7 @@ class GraphRouter:
         if req.method != "GET":
             raise method_not_allowed()
         collection = {
+            PHOTO_UPDATE_SETTINGS: self.admin.photo_update_settings,
             "/v1.0/users": self.users.list_users,
             "/v1.0/users/delta": self.users.delta,
             "/v1.0/users/$count": self.users.count,
