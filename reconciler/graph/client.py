@@ -34,6 +34,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError
 
+from reconciler import DISTRIBUTION
 from reconciler.errors import (
     AuthError,
     DeltaResyncRequired,
@@ -70,7 +71,7 @@ _USER_GONE_CODES: Final = frozenset({"request_resourcenotfound"})
 
 def _user_agent() -> str:
     try:
-        return f"photosync/{version('photosync')}"
+        return f"photosync/{version(DISTRIBUTION)}"
     except PackageNotFoundError:
         return "photosync/0+unknown"
 
@@ -370,6 +371,14 @@ class GraphClient:
                 return None
             raise
         return _with_selected(self._json_object(done, "get user"), select)
+
+    def photo_update_settings(self) -> dict[str, Any]:
+        """`GET /admin/people/photoUpdateSettings`: whether the tenant lets cloud services
+        change photos (`source`); needs PeopleSettings.Read.All (docs/graph-behaviour.md).
+        One request; used by `photosync doctor`."""
+        return self._get_json(
+            f"{self._api}/admin/people/photoUpdateSettings", "read photo update settings", None
+        )
 
     def find_users(
         self, match_property: str, values: Sequence[str], select: Sequence[str]
