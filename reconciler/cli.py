@@ -7,6 +7,7 @@ invalid; 2 usage or configuration error; 3 could not run (auth, Graph unreachabl
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import threading
@@ -19,14 +20,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from reconciler import __version__, app, logs
+from reconciler import __version__, app, cli_options, logs
 from reconciler import report as report_module
 from reconciler.config import SETTINGS, Settings, load_settings
 from reconciler.errors import (
     ConfigError,
     PhotosyncError,
 )
-from reconciler.model import FAILS_RUN, FileResult, Outcome, Plan, RunSummary
+from reconciler.model import FAILS_RUN, UNDO_OUTCOMES, FileResult, Outcome, Plan, RunSummary
 from reconciler.names import one_line, shown
 
 if TYPE_CHECKING:
@@ -50,35 +51,34 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def settings_options(command: F) -> F:
-    """--config plus one flag per setting, all declared once in config.SETTINGS."""
+    """--config plus one flag per setting, all declared once in config.SETTINGS; the
+    command's help lists every setting (settings_options_using lists fewer)."""
+    return _with_settings(command, None)
 
+
+def settings_options_using(*uses: str) -> Callable[[F], F]:
+    """settings_options for a command that reads only the settings `uses`: its --help lists
+    those alone; the other flags are accepted, hidden (reconciler/cli_options.py)."""
+    return lambda command: _with_settings(command, uses)
+
+
+def _with_settings(command: F, uses: tuple[str, ...] | None) -> F:
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         config_file = kwargs.pop("config_file")
         flags = {spec.name: kwargs.pop(spec.name) for spec in SETTINGS if not spec.env_only}
         try:
             settings = load_settings(config_file, os.environ, flags)
+            logs.configure(settings.log_level, settings.log_format, settings.log_file)
         except ConfigError as exc:
             fail(str(exc), EXIT_USAGE)
-        logs.configure(settings.log_level, settings.log_format, settings.log_file)
         return command(settings, *args, **kwargs)
 
     for spec in reversed(SETTINGS):
         if spec.env_only:
             continue
-        if spec.name == "move_completed":
-            option = click.option(
-                "--move-completed/--mirror", "move_completed", default=None, help=spec.help
-            )
-        else:
-            option = click.option(
-                spec.flag,
-                spec.name,
-                default=None,
-                metavar="VALUE",
-                help=f"{spec.help} [env {spec.env_var}]",
-            )
-        wrapper = option(wrapper)
+        hidden = uses is not None and spec.name not in uses
+        wrapper = cli_options.setting_option(spec, hidden=hidden)(wrapper)
     wrapper = click.option(
         "--config",
         "config_file",
@@ -90,20 +90,40 @@ def settings_options(command: F) -> F:
 
 
 def guarded(command: F) -> F:
-    """Turn our errors into one line and the contract's exit code; never a traceback."""
+    """Turn our errors into one line and the contract's exit code; never a traceback. The
+    line also goes to the log (so a --log-file has it), with the traceback at debug."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except ConfigError as exc:
-            fail(str(exc), EXIT_USAGE)
+            fatal(str(exc), EXIT_USAGE, exc)
         except PhotosyncError as exc:
-            fail(str(exc), EXIT_CANNOT_RUN)
-        except KeyboardInterrupt:
-            fail("interrupted; the next run picks up where this one stopped", EXIT_CANNOT_RUN)
+            fatal(str(exc), EXIT_CANNOT_RUN, exc)
+        except KeyboardInterrupt as exc:
+            fatal("interrupted; the next run picks up where this one stopped", EXIT_CANNOT_RUN, exc)
+        except (click.ClickException, click.exceptions.Exit):
+            raise
+        except Exception as exc:  # a photosync bug: still one line, the traceback at debug
+            fatal(
+                f"unexpected {type(exc).__name__}: {exc}; run again with --log-level debug "
+                "for the traceback, and report it",
+                EXIT_CANNOT_RUN,
+                exc,
+            )
 
     return wrapper  # type: ignore[return-value]
+
+
+def fatal(message: str, code: int, exc: BaseException) -> NoReturn:
+    """The last word of a command that cannot go on: logged (reaching --log-file, in its
+    format; with the traceback at debug), then one line on stderr."""
+    log = logging.getLogger("reconciler")
+    debug = log.isEnabledFor(logging.DEBUG)
+    if debug or not logs.to_stderr():  # else the line below is already on stderr
+        log.error("%s", one_line(message), exc_info=exc if debug else None)
+    fail(one_line(message), code)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -186,6 +206,16 @@ def render_plan(plan: Plan) -> None:
         click.echo(one_line(line))
 
 
+def render_predicted(summary: RunSummary) -> None:
+    """A dry run's line per file: what a real run would record (reconciler/dry_run.py)."""
+    for result in sorted(summary.results, key=lambda r: r.file):
+        if result.outcome in UNDO_OUTCOMES:
+            continue  # render_pruned shows those
+        verb = "would upload" if result.outcome is Outcome.UPLOADED else result.outcome.value
+        user = f"  ->  {result.user_label}" if result.user_label else ""
+        click.echo(one_line(f"{verb:<12}  {result.file}{user}  ({result.reason})"))
+
+
 def render_results(results: list[FileResult], *, everything: bool) -> None:
     """Every file for a person at a terminal; off a terminal (a scheduled run) only the files
     that make the run exit 1, so the mail or journal entry says why and stays short."""
@@ -198,8 +228,9 @@ def render_results(results: list[FileResult], *, everything: bool) -> None:
 
 def render_summary(summary: RunSummary) -> None:
     counts = ", ".join(f"{o.value} {n}" for o, n in summary.counts.items() if n)
+    dry = " (dry run: what a real run would do; nothing was changed)" if summary.dry_run else ""
     click.echo(
-        f"run {summary.run_id}: {counts or 'nothing to do'}; "
+        f"run {summary.run_id}{dry}: {counts or 'nothing to do'}; "
         f"{summary.graph_requests} Graph requests in {summary.duration_s:.1f}s"
     )
 
@@ -287,7 +318,11 @@ def progress_hooks() -> Iterator[app.Progress]:
 
 
 @main.command()
-@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing anywhere.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Say what a real run would do, each image checked; upload, move and record nothing.",
+)
 @click.option("--full-refresh", is_flag=True, help="List every user instead of using delta.")
 @json_option
 @settings_options
@@ -308,9 +343,16 @@ def reconcile(settings: Settings, dry_run: bool, full_refresh: bool, as_json: bo
         summary,
         as_json,
         lambda: (
-            render_plan(plan) if dry_run else render_results(summary.results, everything=everything)
+            render_dry_run(plan, summary)
+            if dry_run
+            else render_results(summary.results, everything=everything)
         ),
     )
+
+
+def render_dry_run(plan: Plan, summary: RunSummary) -> None:
+    render_predicted(summary)
+    render_pruned(summary)
 
 
 def render_pruned(summary: RunSummary) -> None:
@@ -408,9 +450,10 @@ def db() -> None:
 
 
 @db.command()
-@settings_options
+@json_option
+@settings_options_using(*cli_options.LEDGER_ONLY)
 @guarded
-def upgrade(settings: Settings) -> None:
+def upgrade(settings: Settings, as_json: bool) -> None:
     """Apply the ledger's migrations (reconcile also does this on start).
 
     \b
@@ -418,7 +461,10 @@ def upgrade(settings: Settings) -> None:
       photosync db upgrade
     """
     where, revision = app.upgrade_database(settings)
-    click.echo(f"ledger {where} is at revision {revision}")
+    if as_json:
+        click.echo(json.dumps({"ledger": where, "schema_revision": revision}))
+    else:
+        click.echo(f"ledger {where} is at revision {revision}")
 
 
 @main.command()
@@ -444,10 +490,14 @@ def demo(keep: Path | None) -> None:
 @main.command()
 @click.option("--runs", default=10, show_default=True, help="How many recent runs to show.")
 @json_option
-@settings_options
+@settings_options_using(*cli_options.LEDGER_REPORT)
 @guarded
 def status(settings: Settings, runs: int, as_json: bool) -> None:
     """Show the last runs, the files waiting, failures by reason and the ledger's state.
+
+    Reads the ledger only: never creates, migrates, locks or writes it. With --json, each
+    run is the object `reconcile --json` printed, plus command, started_at, exit_code and
+    error.
 
     \b
     Example:
@@ -491,7 +541,7 @@ def status(settings: Settings, runs: int, as_json: bool) -> None:
 
 
 def run_line(run: dict[str, Any]) -> str:
-    counts = ", ".join(f"{k} {v}" for k, v in run["counts"].items() if v) or "-"
+    counts = ", ".join(f"{o.value} {run[o.value]}" for o in Outcome if run.get(o.value)) or "-"
     duration = "running" if run["duration_s"] is None else f"{run['duration_s']}s"
     dry = " (dry run)" if run["dry_run"] else ""
     error = f" error: {run['error']}" if run["error"] else ""
@@ -503,18 +553,48 @@ def run_line(run: dict[str, Any]) -> str:
 
 @main.group()
 def runs() -> None:
-    """Look into past runs recorded in the ledger.
+    """Look into past runs recorded in the ledger (read-only).
 
     \b
     Example:
+      photosync runs list --limit 5
       photosync runs show 42
     """
+
+
+@runs.command("list")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="How many runs to list, newest first.",
+)
+@json_option
+@settings_options_using(*cli_options.LEDGER_ONLY)
+@guarded
+def runs_list(settings: Settings, limit: int, as_json: bool) -> None:
+    """List the last runs, newest first; --json prints a list of the objects `reconcile
+    --json` printed, each with command, started_at, exit_code and error.
+
+    \b
+    Example:
+      photosync runs list --limit 5 --json
+    """
+    listed = app.runs_list(settings, limit=limit)
+    if as_json:
+        click.echo(json.dumps(listed, default=str))
+        return
+    if not listed:
+        click.echo("no runs yet")
+    for run in listed:
+        click.echo(run_line(run))
 
 
 @runs.command()
 @click.argument("run_id", type=int)
 @json_option
-@settings_options
+@settings_options_using(*cli_options.LEDGER_ONLY)
 @guarded
 def show(settings: Settings, run_id: int, as_json: bool) -> None:
     """Show what run RUN_ID did, file by file (`photosync status` lists the run ids).
@@ -525,7 +605,9 @@ def show(settings: Settings, run_id: int, as_json: bool) -> None:
     """
     details = app.run_details(settings, run_id)
     if details is None:
-        fail(f"no run {run_id} in the ledger; `photosync status` lists the last runs", EXIT_USAGE)
+        fail(
+            f"no run {run_id} in the ledger; `photosync runs list` lists the last runs", EXIT_USAGE
+        )
     if as_json:
         click.echo(json.dumps(details, default=str))
         return
@@ -566,10 +648,17 @@ _RENDERERS: dict[str, Callable[[list[report_module.ReportRow]], str]] = {
     "--format",
     "fmt",
     type=click.Choice(list(_RENDERERS)),
-    default="table",
-    show_default=True,
+    default=None,
+    show_default="table",
     help="table for a terminal; csv and json are stable (README, Report formats); "
     "html is one self-contained page with the photos, for HR.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
+@click.option(
+    "--excel",
+    is_flag=True,
+    help="CSV for Excel on stdout too: --format csv with a UTF-8 byte order mark (a CSV "
+    "written with --output always has one).",
 )
 @click.option(
     "--output",
@@ -577,17 +666,47 @@ _RENDERERS: dict[str, Callable[[list[report_module.ReportRow]], str]] = {
     default=None,
     help="Write to this file instead of stdout.",
 )
-@settings_options
+@settings_options_using(*cli_options.LEDGER_REPORT)
 @guarded
-def unmatched(settings: Settings, fmt: str, output: Path | None) -> None:
-    """List every file that has not landed, with the reason and its detail.
+def unmatched(
+    settings: Settings, fmt: str | None, as_json: bool, excel: bool, output: Path | None
+) -> None:
+    """List every file that has not landed, with the reason and its detail. Reads the
+    ledger only: never creates, migrates, locks or writes it.
 
     \b
     Example:
       photosync report unmatched --format csv --output unmatched.csv
     """
-    text = _RENDERERS[fmt](app.report_unmatched(settings))
+    chosen = report_format(fmt, as_json=as_json, excel=excel)
+    text = _RENDERERS[chosen](app.report_unmatched(settings))
+    if not text.endswith("\n"):
+        text += "\n"
+    # Excel reads a CSV without a byte order mark as the local code page: "José" garbled.
+    bom = chosen == "csv" and (excel or output is not None)
     if output is None:
-        click.echo(text)
-    else:
-        output.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
+        click.echo(("\ufeff" if bom else "") + text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8-sig" if bom else "utf-8")
+    except OSError as exc:
+        fatal(
+            f"cannot write the report to {output} ({exc.strerror or exc}); --output needs a "
+            "file in a folder that exists and this account can write",
+            EXIT_USAGE,
+            exc,
+        )
+
+
+def report_format(fmt: str | None, *, as_json: bool, excel: bool) -> str:
+    """The one format --format, --json and --excel ask for together; conflicting asks are
+    a usage error."""
+    asked = {name for name, flag in (("json", as_json), ("csv", excel)) if flag}
+    if fmt is not None:
+        asked.add(fmt)
+    if len(asked) > 1:
+        raise click.UsageError(
+            "--format " + (fmt or "") + ", --json and --excel ask for different formats; "
+            "give one of them"
+        )
+    return asked.pop() if asked else "table"
