@@ -273,7 +273,9 @@ def prune_removed(run: RunContext, *, dry_run: bool) -> None:
             "removed. If the folder is unmounted or was emptied by mistake, put it back; if "
             "they really left, raise prune_max for one run"
         )
-        log.error("%s", run.summary.refusals[-1])
+        # The CLI prints it on stderr as the run ends; the log keeps it too, below the
+        # default level so that stderr does not show it twice.
+        log.info("%s", run.summary.refusals[-1])
         return
     live = current_etags(run.graph(), [u.user_id for _, u in candidates], settings.concurrency)
     archive = archive_for(settings) if settings.archive else None
