@@ -228,7 +228,9 @@ def test_json_summary_has_the_contract_keys(settings: Settings, emulator: GraphE
         "ignored",  # an extension: links and folders in the inbox (contract, "Every inbox entry")
         "graph_requests",
         "duration_s",
+        "dry_run",  # an extension (contract, "Dry run"): false on a real run
     }
+    assert summary["dry_run"] is False
     assert summary["uploaded"] == 1
     # One delta "latest", one users page, one lookup confirming Jane before writing, one PUT;
     # with the archive on (the default), the photo read before the PUT and its ETag after.

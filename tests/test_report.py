@@ -148,7 +148,9 @@ def test_csv_and_table_carry_the_same_facts(settings: Settings, emulator: GraphE
     report(settings, "--format", "csv", "--output", str(output))
     table = report(settings)
 
-    reader = csv.DictReader(io.StringIO(output.read_text(encoding="utf-8")))
+    # A CSV file starts with a UTF-8 byte order mark, so that Excel reads it as UTF-8.
+    assert output.read_bytes().startswith(b"\xef\xbb\xbffile,")
+    reader = csv.DictReader(io.StringIO(output.read_text(encoding="utf-8-sig")))
     assert tuple(reader.fieldnames or ()) == COLUMNS
     rows = {row["file"]: row for row in reader}
     assert rows["Jon Smith.jpg"]["suggestions"] == "John Smith"

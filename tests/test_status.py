@@ -47,7 +47,8 @@ def test_status_json_shows_runs_waiting_failures_token_age_and_ledger(
     # delta "latest", one users page, the confirming lookup, a PUT and its retry, and
     # the archive's read of the photo the PUT would replace (archive = true)
     assert run["graph_requests"] == 6
-    assert run["counts"]["unmatched"] == 2 and run["counts"]["failed"] == 1
+    # The same flat counts `reconcile --json` printed for that run.
+    assert run["unmatched"] == 2 and run["failed"] == 1 and run["dry_run"] is False
     assert info["waiting"] == {"unmatched": 2, "ambiguous": 1, "ineligible": 2, "failed": 1}
     assert info["failures"] == {"failed": 1, "invalid": 1}
     reasons = {(f["outcome"], f["reason"]): f["files"] for f in info["failure_reasons"]}
@@ -112,5 +113,5 @@ def test_runs_show_unknown_run_is_a_one_line_usage_error(
     code, output = invoke(settings, "runs", "show", "999")
     assert code == 2
     assert output.splitlines() == [
-        "photosync: error: no run 999 in the ledger; `photosync status` lists the last runs"
+        "photosync: error: no run 999 in the ledger; `photosync runs list` lists the last runs"
     ]
