@@ -139,7 +139,8 @@ def prepare_options(settings: Settings) -> ApplyOptions:
             images.prepare_bytes,
             max_bytes=settings.max_bytes,
             max_dimension=settings.max_dimension,
-            crop="square" if settings.crop == "square" else None,
+            crop=settings.crop if settings.crop in ("square", "face") else None,
+            require_face=settings.require_face,
         ),
         # Keep what was there: the photo each write replaces, and the bytes it sends.
         archive=undo.archive_for(settings) if settings.archive else None,
@@ -776,6 +777,8 @@ def _report_row(
         last_attempt=_utc(last_attempt) if last_attempt else None,
         location=file.location,
         path=file.destination or file.path,
+        # The notes on the photo as it was prepared for its last upload (failed ones too).
+        quality_notes=list(upload.quality_notes or []) if upload else [],
     )
 
 
@@ -822,4 +825,5 @@ def _run_file_view(
         "http_status": upload.http_status if upload else None,
         "attempts": upload.attempts if upload else None,
         "client_request_id": upload.client_request_id if upload else None,
+        "quality_notes": list(upload.quality_notes or []) if upload else [],
     }

@@ -623,6 +623,8 @@ def show(settings: Settings, run_id: int, as_json: bool) -> None:
             )
         line = f"{file['outcome']:<10}  {file['file']}{user}  ({file['reason']}){where}{http}"
         click.echo(one_line(line))
+        if file.get("quality_notes"):
+            click.echo(one_line("            quality: " + "; ".join(file["quality_notes"])))
 
 
 @main.group()

@@ -58,6 +58,7 @@ class Settings:
     move_completed: bool = True
     overrides_file: Path | None = None
     crop: str | None = None
+    require_face: bool = False
     full_refresh_hours: float = 24.0
     include_external_members: bool = False
     retry_attempts: int = 6
@@ -308,7 +309,17 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _optional_path,
         "CSV 'filename,userPrincipalName' of explicit matches.",
     ),
-    SettingSpec("crop", _choice(("square",), optional=True), "'square' = centre-crop to a square."),
+    SettingSpec(
+        "crop",
+        _choice(("square", "face"), optional=True),
+        "'square' = centre-crop to a square; 'face' = a square framed around the largest "
+        "face (needs the face extra).",
+    ),
+    SettingSpec(
+        "require_face",
+        _boolean,
+        "true = a photo without exactly one usable face is invalid (needs the face extra).",
+    ),
     SettingSpec(
         "full_refresh_hours",
         _hours,
@@ -413,6 +424,7 @@ def load_settings(
             raise ConfigError(name, f"expected {exc}, got {shown} (from {source})") from None
     settings = Settings(**values)  # type: ignore[arg-type]
     check_prune(settings)
+    check_face_extra(settings)
     return settings
 
 
@@ -424,4 +436,22 @@ def check_prune(settings: Settings) -> None:
             "prune",
             "needs mirror mode; set move_completed = false (files stay in the inbox) or "
             "prune = false",
+        )
+
+
+def check_face_extra(settings: Settings) -> None:
+    """crop = "face" and require_face find faces with OpenCV, an optional extra: without it
+    the run must stop here, not fail every photo."""
+    if settings.crop == "face":
+        wanted = "crop"
+    elif settings.require_face:
+        wanted = "require_face"
+    else:
+        return
+    from reconciler import faces
+
+    if not faces.available():
+        raise ConfigError(
+            wanted,
+            f"needs face detection, which is not installed; run {faces.INSTALL_HINT}",
         )

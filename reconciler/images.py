@@ -15,6 +15,11 @@ The route through `prepare`:
    size (`Image.draft`), flattened to 8-bit RGB, centre-cropped if asked, resampled with
    Lanczos, colour-managed into sRGB, turned upright from its EXIF orientation, and encoded as
    JPEG at the best quality that fits under max_bytes ("reencoded"), with no metadata at all.
+   With crop = "face" the decoded pixels are turned upright first, the faces are found in
+   them, and the square is framed around the largest (reconciler/faces).
+
+Every prepared photo carries its quality notes (blur, exposure and, when faces are looked
+for, what was found), measured on the pixels that will be uploaded.
 
 Either way the full image data is decoded before anything is returned, because a truncated or
 corrupt file must be rejected here rather than shown to the whole company as a grey smear.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import math
@@ -40,6 +46,8 @@ from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from reconciler import images_budget, images_color, images_jpeg
 from reconciler.errors import ImageError
+from reconciler.faces import cut, detect, framing
+from reconciler.faces import quality as photo_quality
 from reconciler.model import IMAGE_SUFFIXES, PreparedImage
 
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES
@@ -61,8 +69,10 @@ QUALITIES = (90, 85, 80, 75, 70, 60, 50)
 
 # Pillow formats we accept; HEIF files go to pillow-heif's opener alone. Naming them keeps
 # Image.open away from formats we never want to parse from an untrusted file (EPS would start
-# Ghostscript) or cannot upload sensibly.
-_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+# Ghostscript) or cannot upload sensibly. AVIF and JPEG 2000 are still photos Pillow decodes
+# with libavif and OpenJPEG when it was built with them (PIL.features); a Photoshop file
+# gives its flattened composite image, never its layers.
+_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "AVIF", "JPEG2000", "PSD")
 
 _HEIF_BRANDS = frozenset(
     {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
@@ -115,7 +125,9 @@ images_budget.return_large_blocks_to_the_os()
 # libwebp's animation decoder, which keeps a frame and a canvas of its own and hands over a
 # copy (measured: 16 bytes a pixel in all for RGB); libheif decodes into planes that are then
 # converted and copied (measured: 7); libtiff may buffer a whole strip or tile set.
-_DECODER_BYTES_PER_PIXEL = {"WEBP": 12, "HEIF": 8, "TIFF": 4}
+# libavif holds YUV planes of up to 16 bits a sample, as libheif does; OpenJPEG decodes into
+# a 32-bit integer per sample, four samples at most.
+_DECODER_BYTES_PER_PIXEL = {"WEBP": 12, "HEIF": 8, "TIFF": 4, "AVIF": 8, "JPEG2000": 16}
 
 # Resampling first reduces by a whole factor to about three times the output size
 # (reducing_gap=3.0), so it holds up to 9 output-sized RGB images (36 bytes an output pixel)
@@ -132,13 +144,20 @@ def prepare(
     *,
     max_bytes: int = 4_194_304,
     max_dimension: int = 648,
-    crop: Literal["square"] | None = None,
+    crop: Literal["square", "face"] | None = None,
+    require_face: bool = False,
 ) -> PreparedImage:
     """The JPEG to upload for `source`. Raises ImageError (and nothing else) if it is unusable.
 
     A max_bytes or max_dimension below 1 is the caller's mistake: ValueError.
     """
-    return prepare_bytes(_read(source), max_bytes=max_bytes, max_dimension=max_dimension, crop=crop)
+    return prepare_bytes(
+        _read(source),
+        max_bytes=max_bytes,
+        max_dimension=max_dimension,
+        crop=crop,
+        require_face=require_face,
+    )
 
 
 def prepare_bytes(
@@ -147,20 +166,22 @@ def prepare_bytes(
     max_bytes: int = 4_194_304,
     max_dimension: int = 648,
     crop: str | None = None,
+    require_face: bool = False,
 ) -> PreparedImage:
     """The JPEG to upload for a file whose content is `data`; what `prepare` gives for it.
 
     For a caller that has already read the file (to hash it), so the upload is made from
-    exactly the bytes it hashed. Raises ImageError (and nothing else) if they are unusable;
-    a max_bytes or max_dimension below 1, or a crop other than "square" or None, is the
-    caller's mistake: ValueError.
+    exactly the bytes it hashed. Raises ImageError (and nothing else) if they are unusable,
+    which with `require_face` includes a photo without exactly one usable face; a max_bytes
+    or max_dimension below 1, or a crop other than "square", "face" or None, is the
+    caller's mistake: ValueError. "face" and `require_face` need the `face` extra.
     """
     if max_bytes < 1 or max_dimension < 1:
         raise ValueError(
             f"max_bytes and max_dimension must be positive: {max_bytes}, {max_dimension}"
         )
-    if crop not in (None, "square"):
-        raise ValueError(f"crop must be 'square' or None, not {crop!r}")
+    if crop not in (None, "square", "face"):
+        raise ValueError(f"crop must be 'square', 'face' or None, not {crop!r}")
     if not data:
         raise ImageError(_EMPTY)
     try:
@@ -172,7 +193,7 @@ def prepare_bytes(
             DECODE_BUDGET.reserve(_decode_cost(im, max_dimension, crop)),
         ):
             try:
-                return _prepare_opened(im, data, max_bytes, max_dimension, crop)
+                return _prepare_opened(im, data, max_bytes, max_dimension, crop, require_face)
             except BaseException as exc:
                 # The failed frames' locals may hold full-size pixels: free them while the
                 # reservation still covers them, not whenever the exception is dropped.
@@ -187,13 +208,20 @@ def prepare_bytes(
 
 
 def _prepare_opened(
-    im: Image.Image, data: bytes, max_bytes: int, max_dimension: int, crop: str | None
+    im: Image.Image,
+    data: bytes,
+    max_bytes: int,
+    max_dimension: int,
+    crop: str | None,
+    require_face: bool = False,
 ) -> PreparedImage:
     photo = _inspect(im)
     passthrough = _passthrough(photo, data, max_bytes, max_dimension, crop)
     if passthrough is not None:
-        return passthrough
-    return _reencode(im, photo, data, max_bytes, max_dimension, crop)
+        return _with_notes(passthrough, require_face)
+    if crop == "face":
+        return _reencode_face(im, photo, data, max_bytes, max_dimension, require_face)
+    return _reencode(im, photo, data, max_bytes, max_dimension, crop, require_face)
 
 
 @functools.cache
@@ -327,7 +355,7 @@ def _passthrough(
         and photo.orientation == 1
         and photo.metadata_readable
         and max(photo.width, photo.height) <= max_dimension
-        and (crop is None or photo.width == photo.height)
+        and (crop is None or (crop == "square" and photo.width == photo.height))
         and images_color.is_srgb(photo.icc_profile, photo.mode)
     ):
         return None
@@ -396,6 +424,7 @@ def _reencode(
     max_bytes: int,
     max_dimension: int,
     crop: str | None,
+    require_face: bool = False,
 ) -> PreparedImage:
     stored_out = _output_size(photo.width, photo.height, max_dimension, square=crop == "square")
     if photo.format == "JPEG":
@@ -409,8 +438,118 @@ def _reencode(
     resized = pixels.resize(stored_out, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
     rgb = images_color.to_srgb(resized, photo.icc_profile)
     upright = _apply_orientation(rgb, photo.orientation)
+    notes = _notes(upright, require_face)
     encoded = _encode_within(upright, max_bytes)
-    return _prepared(encoded, upright.size, photo, len(data), "reencoded")
+    prepared = _prepared(encoded, upright.size, photo, len(data), "reencoded")
+    used = framing.centre_square(photo.upright_size) if crop == "square" else None
+    return dataclasses.replace(
+        prepared, quality_notes=notes, crop_box=used.as_tuple() if used else None
+    )
+
+
+# Face framing (crop = "face"): decode, turn upright, find faces, frame, resample.
+
+
+def _reencode_face(
+    im: Image.Image,
+    photo: _Photo,
+    data: bytes,
+    max_bytes: int,
+    max_dimension: int,
+    require_face: bool,
+) -> PreparedImage:
+    if photo.format == "JPEG":
+        _jpeg_layout(data)  # the end-of-image check, as in _reencode
+        im.draft("RGB", _face_draft_request(photo.width, photo.height, max_dimension))
+    im.load()
+    # Upright before detection: the cascade finds upright faces only, and the eye line must
+    # be measured in the picture as people will see it.
+    upright = _apply_orientation(images_color.to_working_mode(im), photo.orientation)
+    found = detect.faces_in(upright)
+    face_notes = _face_verdict(found, upright.size, require_face)
+    face = framing.largest(found)
+    square = (
+        framing.face_square(upright.size, face) if face else framing.centre_square(upright.size)
+    )
+    to_source = photo.upright_size[0] / upright.width
+    # Never enlarged: the side is at most the square's size in the source's own pixels.
+    side = max(1, min(max_dimension, math.floor(square.width * to_source)))
+    framed = images_color.to_srgb(cut.cut_square(upright, square, side), photo.icc_profile)
+    del upright
+    to_output = side / square.width
+    face_out = (
+        framing.Box(
+            (face.left - square.left) * to_output,
+            (face.top - square.top) * to_output,
+            face.width * to_output,
+            face.height * to_output,
+        )
+        if face
+        else None
+    )
+    notes = (*face_notes, *photo_quality.picture_notes(framed, face_out))
+    encoded = _encode_within(framed, max_bytes)
+    prepared = _prepared(encoded, framed.size, photo, len(data), "reencoded")
+    return dataclasses.replace(
+        prepared, quality_notes=notes, crop_box=square.scaled(to_source).as_tuple()
+    )
+
+
+def _face_draft_request(width: int, height: int, max_dimension: int) -> tuple[int, int]:
+    """The size to ask Image.draft for when framing a face: large enough that the square
+    around the smallest face worth framing (framing.SMALL_FACE of the shorter side, in a
+    square HEAD_SIDES times its height) still holds max_dimension pixels."""
+    smallest_square = framing.HEAD_SIDES * framing.SMALL_FACE
+    scale = min(1.0, max_dimension / smallest_square / min(width, height))
+    return math.ceil(width * scale), math.ceil(height * scale)
+
+
+def _face_verdict(
+    found: list[framing.Box], size: tuple[int, int], require_face: bool
+) -> tuple[str, ...]:
+    """The notes on the faces found; with require_face, an ImageError unless exactly one
+    face is large enough to frame."""
+    notes = tuple(photo_quality.face_notes(found, size))
+    if not require_face:
+        return notes
+    usable = photo_quality.usable_faces(found, size)
+    if not found:
+        raise ImageError(
+            "no face found, and require_face is on; send a photo of the person facing the "
+            "camera, with the face clearly visible"
+        )
+    if usable == 0:
+        share = max(face.height for face in found) / min(size)
+        raise ImageError(
+            f"the face is too small ({share:.0%} of the frame, under "
+            f"{framing.SMALL_FACE:.0%}), and require_face is on; send a closer photo of "
+            "the person"
+        )
+    if usable > 1:
+        raise ImageError(
+            f"{usable} faces in the photo, and require_face is on; send a photo of this "
+            "person alone"
+        )
+    return notes
+
+
+def _notes(picture: Image.Image, require_face: bool) -> tuple[str, ...]:
+    """The quality notes on an upright picture as it will be uploaded; faces are looked for
+    only when require_face asks for them (crop = "face" finds them itself)."""
+    if not require_face:
+        return tuple(photo_quality.picture_notes(picture))
+    found = detect.faces_in(picture)
+    face_notes = _face_verdict(found, picture.size, require_face)
+    return (*face_notes, *photo_quality.picture_notes(picture, framing.largest(found)))
+
+
+def _with_notes(prepared: PreparedImage, require_face: bool) -> PreparedImage:
+    """A photo going out as it is, with the notes on its pixels (a decode of at most
+    max_dimension pixels, a few milliseconds)."""
+    with Image.open(BytesIO(prepared.data), formats=("JPEG",)) as im:
+        im.load()
+        notes = _notes(im, require_face)
+    return dataclasses.replace(prepared, quality_notes=notes)
 
 
 def _output_size(width: int, height: int, max_dimension: int, *, square: bool) -> tuple[int, int]:
@@ -447,7 +586,7 @@ def _decode_cost(im: Image.Image, max_dimension: int, crop: str | None) -> int:
     """Bytes the decode of `im` holds at its peak, known from the header alone: the decoded
     pixels, the full-size copies the pipeline makes of them, the decoder's own buffers and
     the resampler's, plus a sixteenth for what is too small to name (line buffers, zlib)."""
-    out = _output_size(im.width, im.height, max_dimension, square=crop == "square")
+    out = _output_size(im.width, im.height, max_dimension, square=crop in ("square", "face"))
     resample = _RESAMPLE_BYTES_PER_OUTPUT_PIXEL * out[0] * out[1]
     return (_decoded_cost(im, out, crop) + resample) * 17 // 16
 
@@ -464,7 +603,11 @@ def _decoded_cost(im: Image.Image, out: tuple[int, int], crop: str | None) -> in
             + _DECODER_BYTES_PER_PIXEL.get(im.format or "", 0)
         )
         return im.width * im.height * per_pixel
-    request = _draft_request(im.width, im.height, out, crop == "square")
+    request = (
+        _face_draft_request(im.width, im.height, max(out))
+        if crop == "face"
+        else _draft_request(im.width, im.height, out, crop == "square")
+    )
     reduction = _draft_reduction(im.size, request)
     decoded = math.ceil(im.width / reduction) * math.ceil(im.height / reduction)
     mode = "RGB" if im.mode == "YCbCr" else im.mode
@@ -474,7 +617,9 @@ def _decoded_cost(im: Image.Image, out: tuple[int, int], crop: str | None) -> in
     # A progressive JPEG is decoded from a coefficient buffer covering the full-size image,
     # whatever the draft scale: two bytes per sample, at most one sample per band per pixel.
     coefficients = 2 * len(im.getbands()) * im.width * im.height if _progressive(im) else 0
-    return decoded * per_decoded_pixel + coefficients
+    # Face framing turns the decoded pixels upright before it crops: one more copy.
+    upright_copy = decoded * images_color.pixel_bytes(mode) if crop == "face" else 0
+    return decoded * per_decoded_pixel + coefficients + upright_copy
 
 
 def _progressive(im: Image.Image) -> bool:
@@ -531,8 +676,28 @@ def _is_heif(data: bytes) -> bool:
     return any(b in _HEIF_BRANDS for b in brands) and b"avif" not in brands
 
 
+# Why an image file photosync recognises is still refused, and what to save instead. AVIF,
+# JPEG 2000 and PSD land here only when Pillow could not open them: built without libavif
+# or OpenJPEG (PIL.features), or a file damaged from its first bytes.
+_WHY_REFUSED = {
+    "a Windows icon (ICO) image": "which holds small icons, not a photo; save the photo "
+    "itself as JPEG or PNG",
+    "an AVIF image": "which the Pillow installed here cannot read (built without AVIF "
+    "support) or which is damaged; run pip install -U pillow, or save the photo as JPEG",
+    "a JPEG 2000 image": "which the Pillow installed here cannot read (built without "
+    "OpenJPEG) or which is damaged; run pip install -U pillow, or save the photo as JPEG",
+    "a Photoshop (PSD) image": "whose flattened image could not be read (damaged, or saved "
+    "without a composite image); save it from Photoshop as JPEG or PNG",
+    "a PostScript (EPS) image": "which photosync never opens (reading one runs a program); "
+    "save it as JPEG or PNG",
+    "an SVG drawing": "a drawing, not a photo; export it as PNG at 648 pixels or more",
+}
+
+
 def _unrecognised(data: bytes) -> str:
     kind = _describe_content(data)
+    if kind in _WHY_REFUSED:
+        return f"{kind}, {_WHY_REFUSED[kind]}"
     if kind.endswith(" image"):
         return f"{kind}, which photosync cannot use; save it as JPEG or PNG"
     return f"not an image (the file's content is {kind}); save it as JPEG or PNG"
@@ -546,12 +711,18 @@ def _describe_content(data: bytes) -> str:
         b"8BPS": "a Photoshop (PSD) image",
         b"\x00\x00\x01\x00": "a Windows icon (ICO) image",
         b"Rar!": "a RAR archive",
+        b"\x00\x00\x00\x0cjP  \r\n\x87\n": "a JPEG 2000 image",
+        b"\xff\x4f\xff\x51": "a JPEG 2000 image",
+        b"%!PS": "a PostScript (EPS) image",
+        b"\xc5\xd0\xd3\xc6": "a PostScript (EPS) image",
     }
     for magic, kind in known.items():
         if head.startswith(magic):
             return kind
     if head[4:8] == b"ftyp" and b"avif" in head[8:64]:
         return "an AVIF image"
+    if b"<svg" in head.lower():
+        return "an SVG drawing"
     if _looks_like_text(head):
         return "text"
     return "not in any image format photosync knows"

@@ -23,6 +23,9 @@ MATCH_PROPERTIES: tuple[str, ...] = (
 # accepts these formats. Content, not the suffix, decides whether a file really is one.
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif"}
+    # Still formats Pillow decodes too (docs: README, "Accepted formats"): AVIF, JPEG 2000
+    # (.jp2 file, .j2k/.j2c codestream, .jpf/.jpx extended) and Photoshop's composite image.
+    | {".avif", ".jp2", ".j2k", ".j2c", ".jpf", ".jpx", ".psd"}
 )
 
 # What photosync asks Graph for: the match properties plus what eligibility needs.
@@ -283,6 +286,12 @@ class PreparedImage:
     # "stripped": the source JPEG's entropy-coded data with metadata segments removed, lossless;
     # "reencoded": decoded, normalised and encoded again.
     path: Literal["original", "stripped", "reencoded"]
+    # What a person should know about the photo as it will be seen (reconciler/faces/quality.py):
+    # "no face found", "blurred (...)"... Recorded with the upload and shown in reports.
+    quality_notes: tuple[str, ...] = ()
+    # The part of the upright source that was uploaded, (left, top, right, bottom) in its
+    # pixels; it may reach past an edge where the face framing had to pad. None: the whole.
+    crop_box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

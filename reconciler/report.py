@@ -10,7 +10,7 @@ import html
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -36,6 +36,7 @@ COLUMNS = (
     "last_attempt",
     "location",
     "path",
+    "quality_notes",
 )
 
 # In the order a person should deal with them: what they can fix first, what waits last.
@@ -115,6 +116,8 @@ class ReportRow:
     last_attempt: datetime | None
     location: str  # inbox / failed
     path: str  # where the file is now
+    # Notes on the photo as prepared for its last upload (reconciler/faces/quality.py).
+    quality_notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -160,6 +163,7 @@ def to_csv(rows: Sequence[ReportRow]) -> str:
         data = row.as_dict()
         data["suggestions"] = "; ".join(row.suggestions)
         data["candidates"] = "; ".join(row.candidates)
+        data["quality_notes"] = "; ".join(row.quality_notes)
         writer.writerow(data)
     return buffer.getvalue()
 
@@ -173,7 +177,7 @@ def to_table(rows: Sequence[ReportRow]) -> str:
         return "Every file has landed."
     header = ("FILE", "REASON", "FIRST SEEN", "LAST ATTEMPT", "DETAIL")
     cells = [
-        (one_line(r.file), r.reason, _date(r.first_seen), _date(r.last_attempt), one_line(r.what))
+        (one_line(r.file), r.reason, _date(r.first_seen), _date(r.last_attempt), _detail(r))
         for r in rows
     ]
     widths = [max(len(line[i]) for line in [header, *cells]) for i in range(4)]
@@ -234,7 +238,20 @@ td.photo img {{ width: {THUMBNAIL_PIXELS}px; height: {THUMBNAIL_PIXELS}px; objec
 .user {{ color: #555; }}
 ul {{ margin: 4px 0 0; padding-left: 18px; }}
 .date {{ color: #444; }}
+.notes {{ color: #8a5a00; margin-top: 4px; }}
 """
+
+
+def _detail(row: ReportRow) -> str:
+    """The table's DETAIL cell: the reason's detail, then the photo's quality notes."""
+    notes = f" [photo: {'; '.join(row.quality_notes)}]" if row.quality_notes else ""
+    return one_line(row.what + notes)
+
+
+def _notes_html(row: ReportRow) -> str:
+    if not row.quality_notes:
+        return ""
+    return f'<div class="notes">Photo: {html.escape("; ".join(row.quality_notes))}</div>'
 
 
 def _what_html(row: ReportRow) -> str:
@@ -258,7 +275,7 @@ def _row_html(row: ReportRow, thumbnail_of: Callable[[Path], str]) -> str:
         f'<td class="photo"><img src="{picture}" alt="photo in '
         f'{esc(row.file)}"></td>'
         f'<td><div class="file">{esc(row.file)}</div>{user}</td>'
-        f"<td>{_what_html(row)}</td>"
+        f"<td>{_what_html(row)}{_notes_html(row)}</td>"
         f'<td class="date">{_date(row.first_seen)}</td>'
         f'<td class="date">{_date(row.last_attempt)}</td>'
         "</tr>"

@@ -350,6 +350,14 @@ def test_supported_suffixes() -> None:
         ".tiff",
         ".heic",
         ".heif",
+        # AVIF, JPEG 2000 and Photoshop (tests/test_formats.py)
+        ".avif",
+        ".jp2",
+        ".j2k",
+        ".j2c",
+        ".jpf",
+        ".jpx",
+        ".psd",
     } == SUPPORTED_SUFFIXES
 
 

@@ -478,6 +478,7 @@ def record_intent(
         source_height=prepared.source_height,
         uploaded_width=prepared.width,
         uploaded_height=prepared.height,
+        quality_notes=list(prepared.quality_notes),
         status="pending",
         started_at=utcnow(),
     )
