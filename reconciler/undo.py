@@ -16,8 +16,9 @@ witness (docs/graph-behaviour.md, "Photo ETags").
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,11 @@ from reconciler.model import (
 )
 
 log = logging.getLogger("reconciler.undo")
+
+Pool = ThreadPoolExecutor
+Done = FileResult | Future[FileResult]
+# SQLite allows one writer; serialising this module's own writes avoids busy waits.
+_LEDGER_WRITES = threading.Lock()
 
 CHANGED_BY_SOMEONE_ELSE = "changed since by someone else"
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -90,6 +96,18 @@ def current_etags(
         for answer in pool.map(client.photo_etags_batch, chunks):
             found.update(answer)
     return found
+
+
+def stream_etags(
+    client: GraphClient, user_ids: Sequence[str], concurrency: int
+) -> Iterator[dict[str, str | GraphError | None]]:
+    """current_etags, one $batch answer at a time as they arrive (in order), so the writes
+    that depend on them can start after the first 20 instead of after all."""
+    chunks = [list(user_ids[i : i + BATCH_LIMIT]) for i in range(0, len(user_ids), BATCH_LIMIT)]
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max(1, concurrency), "photosync-etags") as pool:
+        yield from pool.map(client.photo_etags_batch, chunks)
 
 
 # --- pure decisions
@@ -187,12 +205,10 @@ def rollback(run: RunContext, run_id: int, *, upn: str | None, dry_run: bool) ->
         earlier = repository.changes_about(session, [t.upload.id for t in targets], "rollback")
         latest = repository.latest_writes(session)
     statuses = {upload_id: change.status for upload_id, change in earlier.items()}
-    live = current_etags(run.graph(), [t.user.id for t in targets], run.settings.concurrency)
     archive = archive_for(run.settings)
 
-    def one(target: _Target) -> FileResult:
+    def one(target: _Target, seen: str | GraphError | None, after: Pool) -> Done:
         upload, user = target.upload, target.user
-        seen = live.get(user.id)
         if isinstance(seen, GraphError):
             return _result(target.file_name, user, Outcome.FAILED, _read_failed(seen))
         prior = earlier.get(upload.id)
@@ -219,9 +235,10 @@ def rollback(run: RunContext, run_id: int, *, upn: str | None, dry_run: bool) ->
             written=written,
             verdict=verdict,
             interrupted=prior if prior is not None and prior.status == "pending" else None,
+            after=after,
         )
 
-    _each(run, targets, one)
+    _each_as_read(run, targets, one)
 
 
 def _rollback_targets(run: RunContext, run_id: int, upn: str | None) -> list[_Target]:
@@ -277,16 +294,14 @@ def prune_removed(run: RunContext, *, dry_run: bool) -> None:
         # default level so that stderr does not show it twice.
         log.info("%s", run.summary.refusals[-1])
         return
-    live = current_etags(run.graph(), [u.user_id for _, u in candidates], settings.concurrency)
     archive = archive_for(settings) if settings.archive else None
     targets = [
         _Target(upload, file.name, users.get(upload.user_id) or User(id=upload.user_id))
         for file, upload in candidates
     ]
 
-    def one(target: _Target) -> FileResult:
+    def one(target: _Target, seen: str | GraphError | None, after: Pool) -> Done:
         upload, user = target.upload, target.user
-        seen = live.get(user.id)
         if isinstance(seen, GraphError):
             return _result(target.file_name, user, Outcome.FAILED, _read_failed(seen))
         prior = earlier.get(upload.id)
@@ -312,9 +327,10 @@ def prune_removed(run: RunContext, *, dry_run: bool) -> None:
             verdict=verdict,
             interrupted=prior if prior is not None and prior.status == "pending" else None,
             keep_current=True,
+            after=after,
         )
 
-    _each(run, targets, one)
+    _each_as_read(run, targets, one)
 
 
 # --- verify
@@ -440,7 +456,7 @@ def _fix(run: RunContext, photos: list[_SetPhoto], confirm: Confirm) -> None:
         )
         work.append(_Target(repeat, photo.name, action.user))
 
-    def one(target: _Target) -> FileResult:
+    def one(target: _Target, _seen: str | GraphError | None, after: Pool) -> Done:
         return _write(
             run,
             archive,
@@ -453,9 +469,10 @@ def _fix(run: RunContext, photos: list[_SetPhoto], confirm: Confirm) -> None:
             verdict=Verdict(True, Outcome.UPLOADED, "put photosync's photo back"),
             interrupted=None,
             keep_current=True,
+            after=after,
         )
 
-    _each(run, work, one)
+    _each_as_read(run, work, one, read_etags=False)
 
 
 # --- the shared write step
@@ -474,8 +491,10 @@ def _write(
     verdict: Verdict,
     interrupted: PhotoChange | None,
     keep_current: bool = False,
-) -> FileResult:
-    """Intent, write, ETag, result: one photo change in the crash-safe order."""
+    after: Pool | None = None,
+) -> Done:
+    """Intent, write, ETag, result: one photo change in the crash-safe order. The ETag
+    read and the result go to `after` when given, so the next write need not wait."""
     client = run.graph()
     try:
         data = archive.get(written) if written is not None and archive is not None else None
@@ -491,7 +510,7 @@ def _write(
         raise
     except GraphError as exc:
         return _result(file_name, user, Outcome.FAILED, _read_failed(exc))
-    with run.ledger.session() as session:
+    with _LEDGER_WRITES, run.ledger.session() as session:
         if interrupted is not None:
             repository.record_change_result(
                 session, interrupted.id, "interrupted", "finished by a later run"
@@ -508,45 +527,72 @@ def _write(
     try:
         if data is None:
             client.delete_photo(user.id)
-            etag = None
         else:
             client.upload_photo(user.id, data, content_type_of(data))
-            etag = client.photo_etag(user.id)
     except (AuthError, GraphUnreachableError):
         raise  # the intent stays pending: the next run finishes it
     except GraphError as exc:
         reason = f"Graph refused the change: {exc}"
-        with run.ledger.session() as session:
+        with _LEDGER_WRITES, run.ledger.session() as session:
             repository.record_change_result(session, change_id, "failed", reason)
         return _result(file_name, user, Outcome.FAILED, reason)
-    with run.ledger.session() as session:
-        repository.record_change_result(session, change_id, "succeeded", verdict.reason, etag)
-        repository.clear_drift(session, [user.id])
-    log.info("%s: %s for %s", kind, verdict.reason, user.label, extra={"user_id": user.id})
-    return _result(file_name, user, verdict.outcome, verdict.reason)
+
+    def finish() -> FileResult:
+        # After a PUT, the ETag Graph gave it: what a later rollback or verify compares.
+        etag = client.photo_etag(user.id) if data is not None else None
+        with _LEDGER_WRITES, run.ledger.session() as session:
+            repository.record_change_result(session, change_id, "succeeded", verdict.reason, etag)
+            repository.clear_drift(session, [user.id])
+        log.info("%s: %s for %s", kind, verdict.reason, user.label, extra={"user_id": user.id})
+        return _result(file_name, user, verdict.outcome, verdict.reason)
+
+    return after.submit(finish) if after is not None and data is not None else finish()
 
 
 def _finish_pending(run: RunContext, change_id: int, reason: str, etag: str | None) -> None:
-    with run.ledger.session() as session:
+    with _LEDGER_WRITES, run.ledger.session() as session:
         repository.record_change_result(session, change_id, "succeeded", reason, etag)
 
 
 def _record_skip(
     run: RunContext, kind: str, user_id: str, upload_id: int, reason: str, status: str = "skipped"
 ) -> None:
-    with run.ledger.session() as session:
+    with _LEDGER_WRITES, run.ledger.session() as session:
         repository.record_change_skipped(
             session, run.summary.run_id, kind, user_id, upload_id, reason, status=status
         )
 
 
-def _each(
-    run: RunContext, targets: Sequence[_Target], one: Callable[[_Target], FileResult]
+def _each_as_read(
+    run: RunContext,
+    targets: Sequence[_Target],
+    one: Callable[[_Target, str | GraphError | None, Pool], Done],
+    *,
+    read_etags: bool = True,
 ) -> None:
-    """One change per user, `concurrency` at a time (the client paces the writes)."""
-    with ThreadPoolExecutor(max(1, run.settings.concurrency), "photosync-undo") as pool:
-        for result in pool.map(one, targets):
-            run.summary.add(result)
+    """One change per user, `concurrency` at a time (the client paces the writes), each
+    sent as soon as its user's current ETag has arrived; ETag reads after the writes run
+    in a pool of their own. Reads are not under the photo write quota, so neither holds
+    up the writes (docs/reliability.md, "Keep what was there")."""
+    concurrency = max(1, run.settings.concurrency)
+    by_user = {t.user.id: t for t in targets}
+    answers: Iterator[Mapping[str, str | GraphError | None]] = (
+        stream_etags(run.graph(), list(by_user), concurrency)
+        if read_etags
+        else iter([dict.fromkeys(by_user)])
+    )
+    with (
+        ThreadPoolExecutor(concurrency, "photosync-etag-after") as after,
+        ThreadPoolExecutor(concurrency, "photosync-undo") as writes,
+    ):
+        pending = [
+            writes.submit(one, by_user[user_id], seen, after)
+            for answer in answers
+            for user_id, seen in answer.items()
+        ]
+        for future in pending:
+            done = future.result()
+            run.summary.add(done.result() if isinstance(done, Future) else done)
 
 
 def _result(file_name: str, user: User, outcome: Outcome, reason: str) -> FileResult:
