@@ -107,3 +107,69 @@ def test_text_log_level_filters_and_goes_to_the_file(
     assert result.stderr == ""  # logs went to the file, not the terminal
     assert " INFO reconciler.executor: uploaded Jane Doe.jpg to " in info_log.read_text()
     assert warning_log.read_text() == ""  # the default level, warning, hides the upload line
+
+
+def test_info_logs_the_start_with_settings_but_no_secret_each_upload_and_the_summary(
+    settings: Settings, emulator: GraphEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator.tenant.add_user("Jane Doe")
+    write_jpeg(settings.inbox_dir / "Jane Doe.jpg")
+    monkeypatch.setenv("PHOTOSYNC_CLIENT_SECRET", "never-in-a-log-0xC0FFEE")
+    log_file = tmp_path / "info.log"
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "reconcile",
+            "--json",
+            "--log-level",
+            "info",
+            "--log-file",
+            str(log_file),
+            *cli_args(settings),
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    run_id = json.loads(result.stdout)["run_id"]
+    text = log_file.read_text()
+    lines = text.splitlines()
+    [start] = [line for line in lines if f"run {run_id} started: reconcile with " in line]
+    assert f"inbox_dir={settings.inbox_dir}" in start and "log_level=info" in start
+    assert f"graph_url={settings.graph_url}" in start
+    assert any("uploaded Jane Doe.jpg to " in line for line in lines)
+    [end] = [line for line in lines if f"run {run_id} finished: " in line]
+    assert "exit 0; uploaded 1;" in end
+    assert lines.index(start) < lines.index(end)
+    assert "never-in-a-log-0xC0FFEE" not in text and "client_secret" not in text
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_fatal_error_reaches_the_log_file_in_its_format(tmp_path: Path, fmt: str) -> None:
+    corrupt = tmp_path / "photosync.db"
+    corrupt.write_text("not a ledger")
+    log_file = tmp_path / "photosync.log"
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "status",
+            "--database-url",
+            f"sqlite:///{corrupt}",
+            "--log-file",
+            str(log_file),
+            "--log-format",
+            fmt,
+        ],
+    )
+
+    assert result.exit_code == 2
+    [said] = result.stderr.splitlines()
+    [logged] = log_file.read_text().splitlines()
+    message = said.removeprefix("photosync: error: ")
+    assert "is not a readable photosync ledger" in message
+    if fmt == "json":
+        entry = json.loads(logged)
+        assert (entry["level"], entry["message"]) == ("error", message)
+    else:
+        assert logged.endswith(f" ERROR reconciler: {message}")
