@@ -15,7 +15,7 @@
 #>
 param(
     [string] $Photosync = 'C:\photosync\Scripts\photosync.exe',
-    [string] $Config = 'C:\photosync\photosync.toml',
+    [string] $Config = 'C:\ProgramData\photosync\photosync.toml',
     [switch] $DryRun
 )
 

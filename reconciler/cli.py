@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from reconciler import __version__, app, cli_options, logs
+from reconciler import __version__, app, cli_options, discovery, logs
 from reconciler import report as report_module
 from reconciler.config import SETTINGS, Settings, load_settings
 from reconciler.errors import (
@@ -68,7 +68,7 @@ def _with_settings(command: F, uses: tuple[str, ...] | None) -> F:
         config_file = kwargs.pop("config_file")
         flags = {spec.name: kwargs.pop(spec.name) for spec in SETTINGS if not spec.env_only}
         try:
-            settings = load_settings(config_file, os.environ, flags)
+            settings = load_settings(chosen_config(config_file).path, os.environ, flags)
             logs.configure(settings.log_level, settings.log_format, settings.log_file)
         except ConfigError as exc:
             fail(str(exc), EXIT_USAGE)
@@ -166,17 +166,36 @@ class OneLineErrors(click.Group):
     epilog=EXIT_CODES_HELP,
 )
 @click.version_option(__version__, prog_name="photosync")
+@click.option(
+    "--config",
+    "group_config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML settings file for the command that follows (also accepted after it).",
+)
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, group_config_file: Path | None) -> None:
     """Keep Microsoft Entra ID profile photos in sync with a folder of image files.
 
     \b
     Example:
       photosync reconcile --config /etc/photosync.toml
     """
+    ctx.meta[GROUP_CONFIG] = group_config_file  # read by chosen_config()
     if ctx.invoked_subcommand is None:  # a bare `photosync` is a request for help
         click.echo(ctx.get_help())
         ctx.exit(0)
+
+
+GROUP_CONFIG = "photosync.group_config"
+
+
+def chosen_config(command_flag: Path | None) -> discovery.ConfigChoice:
+    """The config file a command reads: its own --config, else one given before the command
+    name, else the discovery ladder (reconciler/discovery.py)."""
+    ctx = click.get_current_context(silent=True)
+    group_flag = ctx.meta.get(GROUP_CONFIG) if ctx is not None else None
+    return discovery.choose(command_flag or group_flag, os.environ)
 
 
 # --- rendering
@@ -712,3 +731,132 @@ def report_format(fmt: str | None, *, as_json: bool, excel: bool) -> str:
             "give one of them"
         )
     return asked.pop() if asked else "table"
+
+
+# --- setting up and checking a machine (init, config show, doctor, emulator)
+
+
+@main.command()
+@click.argument(
+    "directory", type=click.Path(path_type=Path, file_okay=False), default=".", required=False
+)
+@click.option("--inbox-dir", default=None, help="Inbox folder (default: DIR/InProgress).")
+@click.option("--completed-dir", default=None, help="Completed folder (default: DIR/Completed).")
+@click.option("--failed-dir", default=None, help="Failed folder (default: DIR/Failed).")
+@click.option(
+    "--database-url", default=None, help="Ledger URL (default: sqlite:///DIR/photosync.db)."
+)
+@guarded
+def init(
+    directory: Path,
+    inbox_dir: str | None,
+    completed_dir: str | None,
+    failed_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """Write DIR/photosync.toml (every setting, commented), create the folders and the
+    ledger, and print the next steps. An existing photosync.toml is never overwritten.
+
+    \b
+    Example:
+      photosync init /srv/photosync
+    """
+    from reconciler import init as init_module
+
+    result = init_module.initialise(
+        directory,
+        {
+            "inbox_dir": inbox_dir,
+            "completed_dir": completed_dir,
+            "failed_dir": failed_dir,
+            "database_url": database_url,
+        },
+    )
+    for line in init_module.next_steps(result):
+        click.echo(line)
+
+
+@main.group("config")
+def config_group() -> None:
+    """Look at the settings photosync runs with.
+
+    \b
+    Example:
+      photosync config show
+    """
+
+
+@config_group.command("show")
+@json_option
+@settings_options
+@guarded
+def config_show(settings: Settings, as_json: bool) -> None:
+    """Print every effective setting and where it came from (default, the config file, a
+    PHOTOSYNC_* variable, a flag); secrets are masked.
+
+    \b
+    Example:
+      photosync config show --json
+    """
+    from reconciler import settings_view
+
+    params = click.get_current_context().params
+    choice = chosen_config(params["config_file"])
+    flags = {spec.name: params[spec.name] for spec in SETTINGS if not spec.env_only}
+    shown = settings_view.effective_settings(choice, os.environ, flags)
+    if as_json:
+        click.echo(json.dumps(settings_view.as_json(choice, shown)))
+    else:
+        for line in settings_view.as_lines(choice, shown):
+            click.echo(one_line(line))
+
+
+@main.command()
+@json_option
+@settings_options
+@guarded
+def doctor(settings: Settings, as_json: bool) -> None:
+    """Check this machine: config, folders, ledger, credential and app roles, Graph, the
+    tenant's photo setting. One line per check with its fix; exit 0 only if none fails.
+    Creates nothing.
+
+    \b
+    Example:
+      photosync doctor --config /etc/photosync/photosync.toml
+    """
+    from reconciler import doctor as doctor_module
+
+    choice = chosen_config(click.get_current_context().params["config_file"])
+    checks = doctor_module.run_checks(settings, choice, os.environ)
+    if as_json:
+        click.echo(json.dumps(doctor_module.render_json(checks)))
+    else:
+        marks = doctor_module.marks_for(getattr(sys.stdout, "encoding", None))
+        for line in doctor_module.render_lines(checks, marks):
+            click.echo(line)
+    sys.exit(doctor_module.exit_code(checks))
+
+
+@main.command()
+@click.option(
+    "--users", default=20, show_default=True, type=click.IntRange(1, 100_000), help="Tenant size."
+)
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port on 127.0.0.1 (0: any free one).",
+)
+@guarded
+def emulator(users: int, port: int) -> None:
+    """Serve the bundled Graph emulator with a generated tenant until Ctrl+C, and print the
+    settings that point photosync at it, for trying every command offline.
+
+    \b
+    Example:
+      photosync emulator --users 50 --port 8642
+    """
+    from reconciler import demo as demo_module
+
+    demo_module.serve(users, port, echo=click.echo)

@@ -390,6 +390,21 @@ def load_settings(
     flags: Mapping[str, object] | None = None,
 ) -> Settings:
     """Merge every source and validate; raises ConfigError naming the first bad setting."""
+    return load_settings_with_sources(config_file, env, flags)[0]
+
+
+# Where a setting's value came from when no file, variable or flag set it (`config show`).
+DEFAULT_SOURCE = "default"
+
+
+def load_settings_with_sources(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, object] | None = None,
+) -> tuple[Settings, dict[str, str]]:
+    """load_settings, and for every setting its source: DEFAULT_SOURCE, the file's path, the
+    environment variable or the flag. Relative paths in the file are taken from the file's
+    own folder, so a run means the same files whatever its working directory."""
     env = os.environ if env is None else env
     raw: dict[str, tuple[object, str]] = {}
     if config_file is not None:
@@ -419,13 +434,41 @@ def load_settings(
         spec = SPECS_BY_NAME[name]
         try:
             values[name] = spec.parse(value)
+            if config_file is not None and source == str(config_file):
+                values[name] = _from_file_folder(spec, values[name], config_file)
         except ValueError as exc:
             shown = "(hidden)" if spec.secret else _without_password(repr(value))
             raise ConfigError(name, f"expected {exc}, got {shown} (from {source})") from None
     settings = Settings(**values)  # type: ignore[arg-type]
     check_prune(settings)
     check_face_extra(settings)
-    return settings
+    sources = {
+        spec.name: raw[spec.name][1] if spec.name in raw else DEFAULT_SOURCE for spec in SETTINGS
+    }
+    return settings, sources
+
+
+def config_folder(config_file: Path) -> Path:
+    """The folder a TOML file's relative paths are taken from: where the file really is
+    (symlinks followed), so a link in /etc/photosync to a file kept elsewhere still means
+    that file's neighbours."""
+    return Path(os.path.realpath(config_file)).parent
+
+
+def _from_file_folder(spec: SettingSpec, value: object, config_file: Path) -> object:
+    """A path-valued setting read from `config_file`, made absolute against its folder."""
+    folder = config_folder(config_file)
+    if isinstance(value, Path) and spec.parse in (_path, _optional_path):
+        return value if value.is_absolute() else folder / value
+    if spec.name == "database_url" and isinstance(value, str):
+        url = make_url(value)
+        database = url.database or ""
+        if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+            return value
+        if database.startswith("file:") or Path(database).is_absolute():
+            return value
+        return url.set(database=str(folder / database)).render_as_string(hide_password=False)
+    return value
 
 
 def check_prune(settings: Settings) -> None:

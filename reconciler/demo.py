@@ -1,15 +1,22 @@
-"""`photosync demo`: a whole reconcile against the bundled emulator, offline, in seconds.
+"""Trying photosync offline: `photosync demo` and `photosync emulator`.
 
-It builds a small tenant and an inbox that shows every outcome HR staff will meet: photos
-that land, one whose name two people share, a guest, a disabled account, a typo, and a file
-that is not a photo at all.
+`demo` is a whole reconcile against the bundled emulator in seconds. It builds a small tenant
+and an inbox that shows every outcome HR staff will meet: photos that land, one whose name two
+people share, a guest, a disabled account, a typo, and a file that is not a photo at all.
+With --keep it also leaves a photosync.toml for trying the real commands afterwards.
+
+`emulator` serves the same emulator on its own, with a generated tenant, until Ctrl+C, and
+prints the settings that point photosync at it.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shlex
+import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -18,7 +25,8 @@ from PIL import Image, ImageDraw
 
 from reconciler import app
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.errors import ConfigError
+from reconciler.graph.emulator import OTHER_IDENTITY_VARIABLES, GraphEmulator
 from reconciler.model import Outcome
 
 TENANT = (
@@ -127,8 +135,116 @@ def run(keep: Path | None, echo: Callable[[str], None]) -> None:
         )
         if keep is not None:
             echo(f"Kept in {root}")
+            for line in keep_config(root):
+                echo(line)
 
 
 def _restore_environment(saved: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(saved)
+
+
+# --- after the demo: the real commands, against `photosync emulator`
+
+EMULATOR_PORT = 8642  # the port the kept photosync.toml and the printed steps agree on
+KEPT_CONFIG = f"""# Written by `photosync demo --keep`. Relative paths are from this file's folder.
+# Serve a Graph emulator first: photosync emulator --port {EMULATOR_PORT}
+[photosync]
+graph_url = "http://127.0.0.1:{EMULATOR_PORT}"
+inbox_dir = "InProgress"
+completed_dir = "Completed"
+failed_dir = "Failed"
+database_url = "sqlite:///photosync.db"
+settle_seconds = 0
+"""
+
+
+def keep_config(root: Path) -> list[str]:
+    """Leave a photosync.toml in `root` (never over an existing one) and say what to try."""
+    config = (root / "photosync.toml").absolute()
+    try:
+        with config.open("x", encoding="utf-8") as handle:
+            handle.write(KEPT_CONFIG)
+        wrote = f"Wrote {config}."
+    except FileExistsError:
+        wrote = f"{config} already exists; left as it is."
+    run = f"photosync --config {shlex.quote(str(config))}"
+    return [
+        wrote,
+        "Try the real commands next:",
+        f"  {run} status                 # what the ledger knows, no Graph needed",
+        f"  {run} report unmatched       # the files that did not land, and why",
+        f"  photosync emulator --port {EMULATOR_PORT}   # in another terminal; "
+        "run the export lines it prints here",
+        f"  {run} doctor",
+        f"  {run} reconcile --dry-run",
+    ]
+
+
+# The emulator's tenant: the demo's people first, then made-up members, all enabled.
+_FIRST = ("Avery", "Blake", "Casey", "Dana", "Emery", "Finley", "Harper", "Jordan", "Kai", "Logan")
+_LAST = ("Adams", "Baker", "Clarke", "Diaz", "Evans", "Fischer", "Garcia", "Hughes", "Ito", "Jones")
+
+
+def generated_tenant(count: int) -> list[tuple[str, str, bool, str]]:
+    """`count` users: the demo's TENANT, then unique made-up members, in a fixed order."""
+    people = list(TENANT[:count])
+    number = 0
+    while len(people) < count:
+        first, last = _FIRST[number % len(_FIRST)], _LAST[(number // len(_FIRST)) % len(_LAST)]
+        suffix = "" if number < len(_FIRST) * len(_LAST) else f" {number // 100 + 1}"
+        name = f"{first} {last}{suffix}"
+        upn = name.lower().replace(" ", ".") + "@contoso.com"
+        people.append((name, upn, True, "Member"))
+        number += 1
+    return people
+
+
+def emulator_settings(emulator: GraphEmulator, env: dict[str, str]) -> list[str]:
+    """The sh and PowerShell lines that point photosync (and its ManagedIdentityCredential)
+    at `emulator`. The identity header is a value this emulator made up for this run; it
+    opens nothing else."""
+    variables = {"PHOTOSYNC_GRAPH_URL": emulator.url, **emulator.managed_identity_env()}
+    variables["NO_PROXY"] = "127.0.0.1,localhost"
+    stray = sorted(name for name in OTHER_IDENTITY_VARIABLES if name in env)
+    lines = ["Point photosync at it, in sh:"]
+    lines += [f"  export {name}={shlex.quote(value)}" for name, value in variables.items()]
+    if stray:
+        lines.append(f"  unset {' '.join(stray)}")
+    lines.append("or in PowerShell:")
+    lines += [f"  $env:{name} = '{value}'" for name, value in variables.items()]
+    lines += [f"  Remove-Item Env:{name}" for name in stray]
+    return lines
+
+
+def serve(users: int, port: int, echo: Callable[[str], None]) -> None:
+    """Serve the emulator with a generated tenant until Ctrl+C (KeyboardInterrupt)."""
+    emulator = GraphEmulator(port=port)
+    try:
+        emulator.start()
+    except OSError as exc:
+        raise ConfigError(
+            "port", f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); choose another --port"
+        ) from None
+    try:
+        people = generated_tenant(users)
+        for display_name, upn, enabled, user_type in people:
+            emulator.tenant.add_user(
+                display_name, user_principal_name=upn, account_enabled=enabled, user_type=user_type
+            )
+        echo(f"Graph emulator with {len(people)} users at {emulator.url} (Ctrl+C stops it).")
+        for line in emulator_settings(emulator, dict(os.environ)):
+            echo(line)
+        members = [name for name, _upn, enabled, kind in people if enabled and kind == "Member"]
+        examples = ", ".join(f'"{name}.jpg"' for name in members[:3])
+        echo(f"A photo named after a user matches, e.g. {examples}.")
+        echo("Ready.")
+        # Started in the background by a script, a process inherits SIGINT ignored; Ctrl+C
+        # (and a service manager's SIGTERM) must stop the emulator all the same.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        echo("Emulator stopped.")
+    finally:
+        emulator.stop()
