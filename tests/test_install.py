@@ -100,3 +100,12 @@ def test_the_readme_installs_from_the_lock_and_says_how_to_regenerate_it() -> No
     assert "pip install --require-hashes -r requirements.lock" in README
     assert "pip install --no-deps ." in README
     assert "pip-compile --generate-hashes" in README
+
+
+def test_every_package_of_the_source_tree_ships_in_the_wheel() -> None:
+    """A package left out of pyproject.toml works in an editable install and breaks every
+    real one (`pip install .`, the wheel) with ModuleNotFoundError."""
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    for init in sorted((ROOT / "reconciler").rglob("__init__.py")):
+        package = ".".join(init.parent.relative_to(ROOT).parts)
+        assert package in listed, f"{package} is missing from [tool.setuptools] packages"
