@@ -28,8 +28,9 @@ def test_off_a_terminal_a_run_prints_only_its_summary(
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
     [summary] = result.stdout.splitlines()
-    # delta "latest", one users page, the lookup confirming Jane, her PUT
-    assert summary.startswith("run 1: uploaded 1, unmatched 1; 4 Graph requests in ")
+    # delta "latest", one users page, the lookup confirming Jane, her PUT, and the archive's
+    # reads of the photo it replaces and of the ETag after it (archive = true)
+    assert summary.startswith("run 1: uploaded 1, unmatched 1; 6 Graph requests in ")
 
 
 def test_off_a_terminal_the_files_that_failed_the_run_are_named(
