@@ -88,22 +88,6 @@ def build_client(settings: Settings) -> GraphClient:
     )
 
 
-def open_ledger(settings: Settings) -> Ledger:
-    """The ledger, brought up to date: an older one is migrated, as every reader and writer
-    needs the current schema. A migration takes the run lock first (see
-    docs/reliability.md); a ledger already at head is opened without it, so reading one
-    while a run works is never refused."""
-    ledger = Ledger(settings.database_url)
-    try:
-        if ledger.revision() != ledger.head_revision():
-            with ledger.run_lock():
-                ledger.upgrade()
-    except BaseException:
-        ledger.dispose()
-        raise
-    return ledger
-
-
 def _warn_about_ledger_file(ledger: Ledger) -> None:
     """Each problem with the ledger file, every run, in the log and on stderr (once when the
     log already goes to stderr)."""

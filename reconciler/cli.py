@@ -218,13 +218,6 @@ _VERB = {
 }
 
 
-def render_plan(plan: Plan) -> None:
-    for action in plan.actions:
-        user = action.user.label if action.user else "-"
-        line = f"{_VERB[action.outcome]:<10}  {action.file.name}  ->  {user}  ({action.reason})"
-        click.echo(one_line(line))
-
-
 def render_predicted(summary: RunSummary) -> None:
     """A dry run's line per file: what a real run would record (reconciler/dry_run.py)."""
     for result in sorted(summary.results, key=lambda r: r.file):
