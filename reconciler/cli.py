@@ -756,6 +756,7 @@ def init(
     """
     from reconciler import init as init_module
 
+    logs.configure("warning", "text", None)  # no settings here: warnings go to stderr
     result = init_module.initialise(
         directory,
         {
@@ -852,4 +853,5 @@ def emulator(users: int, port: int) -> None:
     """
     from reconciler import demo as demo_module
 
+    logs.configure("warning", "text", None)  # no settings here: warnings go to stderr
     demo_module.serve(users, port, echo=click.echo)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler import app
-from reconciler.config import SETTINGS, Settings, load_settings
+from reconciler.config import SETTINGS, SPECS_BY_NAME, Settings, load_settings
 from reconciler.discovery import CONFIG_ENV, FILE_NAME, search_path
-from reconciler.errors import ConfigError
+from reconciler.errors import ConfigError, LedgerError, PhotosyncError
 
 # What init writes uncommented, relative to DIR unless the caller chose otherwise.
 DEFAULT_LAYOUT = {
@@ -107,7 +107,13 @@ def initialise(directory: Path, overrides: dict[str, str | None]) -> InitResult:
             f"{config_file} already exists and is never overwritten; edit it, or run "
             "`photosync init` with another folder",
         )
-    text = config_text(layout(directory, overrides))
+    chosen = layout(directory, overrides)
+    for name, value in chosen.items():  # refuse a bad value before anything is written
+        try:
+            SPECS_BY_NAME[name].parse(value)
+        except ValueError as exc:
+            raise ConfigError(name, f"expected {exc}, got {value!r}") from None
+    text = config_text(chosen)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with config_file.open("x", encoding="utf-8") as handle:  # "x": never over a file
@@ -121,7 +127,20 @@ def initialise(directory: Path, overrides: dict[str, str | None]) -> InitResult:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError("init", f"cannot create {folder}: {exc.strerror}") from None
-    ledger, revision = app.upgrade_database(settings)
+    try:
+        ledger, revision = app.upgrade_database(settings)
+    except PhotosyncError as exc:
+        # The file and folders stay (init never overwrites, so a rerun would refuse): say
+        # how to finish once the ledger's problem is fixed.
+        problem = exc.problem if isinstance(exc, ConfigError) else str(exc)
+        finish = (
+            f"wrote {config_file} and the folders, but the ledger could not be set up: "
+            f"{problem}; "
+            f"fix that, then run `photosync --config {config_file} db upgrade`"
+        )
+        if isinstance(exc, ConfigError):
+            raise ConfigError("database_url", finish) from exc
+        raise LedgerError(finish) from exc
     return InitResult(config_file, folders, ledger, revision)
 
 

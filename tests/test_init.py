@@ -117,3 +117,22 @@ def test_init_without_a_folder_uses_the_working_directory(
     assert (tmp_path / "photosync.toml").is_file()
     assert (tmp_path / "InProgress").is_dir()
     assert os.access(tmp_path / "photosync.db", os.R_OK)
+
+
+def test_a_bad_value_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    result = init(str(tmp_path / "conf"), "--database-url", "not a url")
+    assert result.exit_code == 2
+    assert "database_url" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "conf").exists()
+
+
+def test_a_ledger_that_cannot_be_set_up_says_how_to_finish(tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger.db"
+    stranger.write_bytes(b"this is not a SQLite database, just bytes" * 100)
+    stranger.chmod(0o600)
+    result = init(str(tmp_path / "conf"), "--database-url", f"sqlite:///{stranger}")
+    assert result.exit_code == 2
+    config = tmp_path / "conf" / "photosync.toml"
+    assert config.is_file()
+    assert f"photosync --config {config} db upgrade" in result.stderr
+    assert result.stderr.count("\n") == 1
