@@ -451,6 +451,53 @@ def retry_failed(settings: Settings, include_permanent: bool, as_json: bool) -> 
     finish(summary, as_json, lambda: render_results(summary.results, everything=everything))
 
 
+@main.command()
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("preview.html"),
+    show_default=True,
+    help="Where to write the contact sheet: one self-contained HTML file.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Also print one JSON object: the sheet's path and each file's outcome, user and notes.",
+)
+@settings_options
+@guarded
+def preview(settings: Settings, output: Path, as_json: bool) -> None:
+    """Show, before anything is uploaded, how each person will look in Teams and Outlook.
+
+    Writes a contact sheet of what the next reconcile would do: each photo prepared exactly
+    as the run will prepare it, in a circle at 48 and 240 pixels, beside the original with
+    the part kept marked on it, the matched user (or why there is none) and the quality
+    notes. Refreshes users as a dry run does; uploads, moves and records nothing.
+
+    \b
+    Example:
+      photosync preview --crop face --output preview.html
+    """
+    from reconciler import preview as preview_module
+
+    entries = preview_module.collect(settings)
+    page = preview_module.to_html(entries, datetime.now(UTC))
+    try:
+        output.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}; choose another --output", EXIT_USAGE)
+    if as_json:
+        files = [entry.as_json() for entry in entries]
+        click.echo(json.dumps({"output": str(output), "files": files}))
+        return
+    for entry in entries:
+        notes = f"  [{'; '.join(entry.quality_notes)}]" if entry.quality_notes else ""
+        who = entry.user or entry.reason
+        click.echo(one_line(f"{entry.outcome.value:<10}  {entry.file}  ->  {who}{notes}"))
+    click.echo(f"contact sheet of {len(entries)} file(s) written to {output}")
+
+
 @main.group()
 def db() -> None:
     """Manage the ledger database.
