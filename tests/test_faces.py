@@ -333,3 +333,21 @@ def test_face_settings_without_the_extra_stop_at_configuration_with_the_install_
     assert "pip install 'entra-photosync[face]'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (settings.failed_dir).exists()  # nothing was touched
+
+
+def test_a_failed_upload_keeps_its_notes_in_the_report(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    cup = emulator.tenant.add_user("Cup Bearer", user_principal_name="cup@contoso.com")
+    emulator.faults.fail_photo_users.add(cup)
+    (settings.inbox_dir / "Cup Bearer.png").write_bytes(COFFEE.read_bytes())
+
+    summary, _ = app.reconcile(face_settings(settings, retry_attempts=1))
+
+    assert outcomes(summary) == {"Cup Bearer.png": Outcome.FAILED}
+    args = ["report", "unmatched", *cli_args(settings)]
+    rows = json.loads(CliRunner().invoke(main, [*args, "--format", "json"]).stdout)
+    assert rows[0]["reason"] == "failed"
+    assert rows[0]["quality_notes"][0] == "no face found"
+    table = CliRunner().invoke(main, [*args, "--format", "table"]).stdout
+    assert "[photo: no face found" in table

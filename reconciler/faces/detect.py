@@ -28,11 +28,14 @@ if TYPE_CHECKING:
 
 # The longest side of the copy the cascade looks at (docs: at most 640).
 DETECT_SIDE = 384
-# Cascade parameters: each step scales the window by 15 %; a face must be found by 4
-# overlapping windows, which is what keeps patterned walls and coffee cups from counting.
-_SCALE_STEP = 1.15
+# Cascade parameters: each step scales the window by 10 % (at 15 % or 20 % the tests' faces
+# at 15 % of the frame are missed); a face must be found by 4 overlapping windows, which is
+# what keeps patterned walls and coffee cups from counting. The smallest window (24 px, 9 %
+# of a 3:2 copy's shorter side) is where most of the time goes: a smaller one would find
+# faces too small to frame, at nearly twice the cost.
+_SCALE_STEP = 1.1
 _NEIGHBOURS = 4
-_MIN_FACE = 20
+_MIN_FACE = 24
 _CASCADE = "haarcascade_frontalface_alt2.xml"
 
 _local = threading.local()
@@ -70,10 +73,16 @@ def faces_in(image: Image.Image) -> list[Box]:
     import numpy
 
     scale = min(1.0, DETECT_SIDE / max(image.size))
-    small = image.convert("L") if image.mode != "L" else image
+    small = image
     if scale < 1.0:
+        # A whole-factor box reduction first (cheap, and it averages sensor noise away),
+        # then the small rest; greyscale last, on the few pixels left.
+        factor = max(1, int(1 / scale) // 2)
+        if factor > 1:
+            small = small.reduce(factor)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        small = small.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        small = small.resize(size, Image.Resampling.BILINEAR)
+    small = small.convert("L") if small.mode != "L" else small
     # Equalised, so that a dark or washed-out photo still shows the cascade its contrasts.
     grey: np.ndarray[Any, Any] = numpy.asarray(ImageOps.equalize(small))
     import cv2
