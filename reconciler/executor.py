@@ -64,6 +64,10 @@ from reconciler.moves import SourceChanged, move_into
 from reconciler.scanner import NotAPlainFile, Snapshot, read_snapshot, stat_of
 
 CHANGED = "changed while being processed; the next run looks at it again"
+NOT_KEPT = (
+    "not uploaded, as the current photo could not be read to keep it in the archive "
+    "(archive = false uploads without keeping it)"
+)
 # The name no longer leads to the file the scan saw: gone, renamed, or replaced by a link
 # (ELOOP under O_NOFOLLOW) or by something that is not a file.
 _REPLACED_ERRNOS = frozenset({errno.ENOENT, errno.ELOOP, errno.ENOTDIR})
@@ -293,11 +297,15 @@ class Executor:
             return self._reject(action, str(exc))
         file_id = self.file_ids[action.file.key]
         objects: tuple[str | None, str | None] = (None, None)
+        read_error: GraphError | None = None
         if self.options.archive is not None:
             kept = self._keep_what_was_there(action, prepared)
             if isinstance(kept, FileResult):
                 return kept
-            objects = kept
+            if isinstance(kept, GraphError):
+                read_error = kept
+            else:
+                objects = kept
         with self._write_lock, self.ledger.session() as session:
             # The hash of the bytes read here, which are the bytes prepared and sent.
             upload_id = repository.record_intent(
@@ -311,12 +319,16 @@ class Executor:
                 uploaded_object=objects[1],
             )
         try:
+            if read_error is not None:
+                raise read_error  # nothing is written without its "before" kept
             receipt = self.uploader.upload_photo(user.id, prepared.data, prepared.content_type)
         except GraphError as exc:
             self._record_failure(upload_id, exc)
             if isinstance(exc, GraphUnreachableError):
                 raise
             reason = _failure_reason(exc)
+            if exc is read_error:
+                reason = f"{NOT_KEPT}: {reason}"
             log.warning(
                 "upload of %s to %s failed: %s",
                 action.file.name,

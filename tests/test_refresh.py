@@ -40,8 +40,14 @@ def test_first_run_asks_for_latest_before_listing_then_later_runs_use_delta(
     calls = graph_calls(emulator)
     assert calls[0] == "GET /v1.0/users/delta latest"
     assert calls[1:4] == ["GET /v1.0/users"] * 3  # 2,500 users at 999 a page
-    # The lookup confirming the user just before the write, then the write.
-    assert calls[4:] == ["GET /v1.0/users", f"PUT /v1.0/users/{ids[0]}/photo/$value"]
+    # The lookup confirming the user just before the write, the archive's read of the photo
+    # it replaces, the write, and the read of its ETag.
+    assert calls[4:] == [
+        "GET /v1.0/users",
+        f"GET /v1.0/users/{ids[0]}/photo/$value",
+        f"PUT /v1.0/users/{ids[0]}/photo/$value",
+        f"GET /v1.0/users/{ids[0]}/photo",
+    ]
 
     # Between runs: one user renamed, one disabled, one deleted.
     emulator.tenant.update_user(ids[1], displayName="Renamed Person")
@@ -61,7 +67,9 @@ def test_first_run_asks_for_latest_before_listing_then_later_runs_use_delta(
     assert graph_calls(emulator) == [
         "GET /v1.0/users/delta",
         "GET /v1.0/users",  # the lookup confirming the renamed person before writing
+        f"GET /v1.0/users/{ids[1]}/photo/$value",  # the archive keeps what was there
         f"PUT /v1.0/users/{ids[1]}/photo/$value",
+        f"GET /v1.0/users/{ids[1]}/photo",  # the ETag after the write
     ]
     assert outcomes(summary) == {
         "Renamed Person.jpg": Outcome.UPLOADED,

@@ -74,7 +74,7 @@ class PhotoRoutes:
     def handle(self, req: EmuRequest, key: str, *, value: bool) -> EmuResponse:
         method = req.method
         if method == "GET":
-            record = self._user(key)
+            record = self._user(key, read=True)
             return self._read_bytes(record) if value else self._read_metadata(record)
         if value and method in {"PUT", "PATCH", "DELETE"}:
             if len(req.body) > MAX_PHOTO_BYTES:  # refused at the front door, before any work
@@ -86,7 +86,7 @@ class PhotoRoutes:
             return self._delete(record) if method == "DELETE" else self._write(req, record)
         raise method_not_allowed()
 
-    def _user(self, key: str) -> UserRecord:
+    def _user(self, key: str, *, read: bool = False) -> UserRecord:
         record = self._tenant.resolve(key)
         if record is None:
             raise not_found(key)
