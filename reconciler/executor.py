@@ -182,9 +182,10 @@ class Executor:
 
     def _keep_what_was_there(
         self, action: Action, prepared: PreparedImage
-    ) -> tuple[str, str] | FileResult:
-        """(archive name of the replaced photo, of the bytes to send), or the file's result
-        when the photo cannot be kept: then nothing is written."""
+    ) -> tuple[str, str] | FileResult | GraphError:
+        """(archive name of the replaced photo, of the bytes to send); or, when the photo
+        cannot be kept, the file's result (archive not writable) or Graph's error on the
+        read (recorded like a failed upload): then nothing is written."""
         assert action.user is not None and self.options.archive is not None
         before = self._befores[action.file.key].result()
         try:
@@ -198,10 +199,7 @@ class Executor:
         except ArchiveError as exc:
             reason = f"not uploaded: {exc}"
         except GraphError as exc:
-            reason = (
-                f"not uploaded: the current photo could not be read to keep it ({exc}); "
-                "it is tried again on the next run (or set archive = false)"
-            )
+            return exc
         user = action.user
         return self._finish(
             action, FileResult(action.file.name, Outcome.FAILED, reason, user.id, user.label)
