@@ -186,3 +186,64 @@ def test_a_reader_is_not_refused_while_a_run_holds_the_lock(one_run: Settings) -
         holder.wait()
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("#1 reconcile ")
+
+
+PG_URL = os.environ.get("PHOTOSYNC_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def empty_pg_database() -> Iterator[str]:
+    """A database of its own (not the one tests/test_postgres.py empties), made empty."""
+    assert PG_URL is not None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = "photosync_read_only_test"
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.mark.skipif(PG_URL is None, reason="PHOTOSYNC_TEST_POSTGRES_URL is not set")
+def test_readers_never_create_or_write_a_postgres_ledger(empty_pg_database: str) -> None:
+    from sqlalchemy import text
+
+    from reconciler.errors import LedgerError
+
+    url = empty_pg_database
+    for command in READERS:
+        result = CliRunner().invoke(main, [*command, "--database-url", url])
+        assert result.exit_code == 2, (command, result.output)
+        [line] = result.stderr.splitlines()
+        assert "holds no photosync tables yet; run `photosync db upgrade`" in line
+    writer = Ledger(url)
+    assert writer.revision() is None  # no reader created or migrated anything
+    writer.upgrade()
+    writer.dispose()
+    for command in READERS[:-1]:  # no run 1 yet
+        result = CliRunner().invoke(main, [*command, "--database-url", url])
+        assert result.exit_code == 0, (command, result.output)
+
+    reader = Ledger(url, read_only=True)
+    try:
+        with pytest.raises(LedgerError, match="read-only transaction"), reader.session() as s:
+            s.execute(text("DELETE FROM runs"))
+    finally:
+        reader.dispose()
+
+
+def test_a_read_only_sqlite_ledger_refuses_a_write(one_run: Settings) -> None:
+    from sqlalchemy import text
+
+    from reconciler.errors import LedgerError
+
+    reader = Ledger(one_run.database_url, read_only=True)
+    try:
+        with pytest.raises(LedgerError, match="readonly"), reader.session() as session:
+            session.execute(text("DELETE FROM runs"))
+    finally:
+        reader.dispose()
+    assert CliRunner().invoke(main, ["runs", "show", "1", *cli_args(one_run)]).exit_code == 0
