@@ -787,6 +787,19 @@ def run_details(settings: Settings, run_id: int) -> dict[str, Any] | None:
                 _run_file_view(run_file, inbox_file, uploads.get(inbox_file.id), users)
                 for run_file, inbox_file in pairs
             ]
+            # What a rollback, prune or verify --fix did, user by user (table photo_changes).
+            changes = repository.changes_of_run(session, run_id)
+            changed = repository.users_by_id(session, {c.user_id for c in changes})
+            details["changes"] = [
+                {
+                    "kind": c.kind,
+                    "user_id": c.user_id,
+                    "user": changed[c.user_id].label if c.user_id in changed else c.user_id,
+                    "status": c.status,
+                    "reason": c.reason,
+                }
+                for c in changes
+            ]
             return details
     finally:
         ledger.dispose()

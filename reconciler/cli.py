@@ -684,6 +684,9 @@ def show(settings: Settings, run_id: int, as_json: bool) -> None:
         click.echo(one_line(line))
         if file.get("quality_notes"):
             click.echo(one_line("            quality: " + "; ".join(file["quality_notes"])))
+    for change in details.get("changes", []):
+        line = f"{change['kind']:<10}  {change['user']}  {change['status']} ({change['reason']})"
+        click.echo(one_line(line))
 
 
 @main.group()

@@ -112,6 +112,11 @@ def test_rollback_restores_the_exact_previous_bytes_and_removes_a_photo_that_did
         scene.jane: ("rollback", "succeeded", jane_photo.etag),
         scene.bob: ("rollback", "succeeded", None),
     }
+    code, shown = photosync(settings, "runs", "show", str(summary["run_id"]), "--json")
+    assert code == 0 and isinstance(shown, dict)
+    assert sorted((c["user"], c["status"]) for c in shown["changes"]) == sorted(  # type: ignore[union-attr]
+        [(upn(emulator, scene.jane), "succeeded"), (upn(emulator, scene.bob), "succeeded")]
+    )
 
 
 def test_a_second_rollback_of_the_same_run_does_nothing_and_says_so(
