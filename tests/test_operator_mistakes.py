@@ -82,6 +82,24 @@ MISTAKES = [
         "pip install 'entra-photosync[postgres]'",
         without_psycopg=True,
     ),
+    # a PostgreSQL server that is not there: the run cannot run (3); the password never shown
+    Mistake(
+        "PostgreSQL down, status",
+        ("status", "--database-url", "postgresql+psycopg://svc:pw@127.0.0.1:9/photosync"),
+        3,
+        "cannot read the ledger postgresql+psycopg://svc:***@127.0.0.1:9/photosync",
+    ),
+    Mistake(
+        "PostgreSQL down, reconcile",
+        (
+            "reconcile",
+            *run_args(),
+            "--database-url",
+            "postgresql+psycopg://svc:pw@127.0.0.1:9/photosync",
+        ),
+        3,
+        "cannot reach the ledger postgresql+psycopg://svc:***@127.0.0.1:9/photosync",
+    ),
     Mistake("unknown database", ("db", "upgrade", "--database-url", "foo://x/y"), 2, "'foo'"),
     Mistake("no MySQL driver", ("status", "--database-url", "mysql://u@h/db"), 2, "mysql"),
     Mistake("not a URL", ("status", "--database-url", "not a url"), 2, "database_url"),

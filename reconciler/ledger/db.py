@@ -446,7 +446,11 @@ def _is_dead_local_process(info: dict[str, Any]) -> bool:
 
 @contextlib.contextmanager
 def _pg_advisory_lock(engine: Engine, holder: dict[str, Any], ledger: str) -> Iterator[None]:
-    with engine.connect() as connection:
+    try:
+        connection = engine.connect()
+    except SQLAlchemyError as exc:  # the server is down or refuses us: one line, exit 3
+        raise LedgerError(f"cannot reach the ledger {ledger}: {sql_free(exc)}") from exc
+    with connection:
         # application_name is how the other run learns who holds the lock.
         connection.execute(
             text("SELECT set_config('application_name', :name, false)"),
