@@ -7,7 +7,7 @@ here first: `reconcile --dry-run` prints exactly this.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -58,24 +58,25 @@ def new_or_changed(files: Iterable[InboxFile], view: LedgerView) -> list[InboxFi
 
 def waiting(files: Iterable[InboxFile], view: LedgerView) -> list[InboxFile]:
     """Files still in the inbox whose last verdict was waiting for a user."""
-    found = []
-    for file in files:
-        recorded = view.files.get(file.key)
-        if recorded is not None and recorded.last_outcome in WAITING:
-            found.append(file)
-    return found
+    return _with_verdict(files, view, lambda outcome: outcome in WAITING)
 
 
 def undecided(files: Iterable[InboxFile], view: LedgerView) -> list[InboxFile]:
     """Files the ledger has seen but no run has decided about: the run that scanned them
     was killed before it could. They need users as much as a new file does, or the next run
     would plan them against a ledger that never learned their users."""
-    found = []
-    for file in files:
-        recorded = view.files.get(file.key)
-        if recorded is not None and recorded.last_outcome is None:
-            found.append(file)
-    return found
+    return _with_verdict(files, view, lambda outcome: outcome is None)
+
+
+def _with_verdict(
+    files: Iterable[InboxFile], view: LedgerView, wanted: Callable[[str | None], bool]
+) -> list[InboxFile]:
+    """The files the ledger has a row for whose last verdict is `wanted`."""
+    return [
+        file
+        for file in files
+        if (recorded := view.files.get(file.key)) is not None and wanted(recorded.last_outcome)
+    ]
 
 
 def plan(
