@@ -142,3 +142,22 @@ def test_an_upload_of_a_png_is_put_back_as_a_png(
     now = emulator.tenant.photo(jane)
     assert now is not None and now.data == ours.data
     assert now.content_type == ours.content_type
+
+
+def test_verify_sends_again_the_reads_graph_throttled_inside_a_batch(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    ids = uploaded(settings, emulator, ["Jane Doe", "Bob Smith", "Carol White"])
+    emulator.change_photo_from_outside(ids["Bob Smith"], None)
+    emulator.faults.fractional_retry_after = True  # Retry-After 0.05 s: the test stays quick
+    emulator.faults.throttle_batch_photo_reads = 2
+    emulator.reset_log()
+
+    code, out = photosync(settings, "verify", "--json")
+
+    assert code == 0, out
+    summary = json.loads(out)
+    assert (summary["drifted"], summary["unchanged"], summary["failed"]) == (1, 2, 0)
+    [first, again] = [r for r in emulator.requests() if not r.token_request]
+    assert [r.status for r in first.inner].count(429) == 2
+    assert len(again.inner) == 2 and all(r.status == 200 or r.status == 404 for r in again.inner)

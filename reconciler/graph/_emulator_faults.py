@@ -50,6 +50,9 @@ class Faults:
     before_request: Callable[[str, str], None] | None = None
     # The same for a photo removed (DELETE .../photo/$value), before the 204 is sent.
     after_photo_deleted: Callable[[str], None] | None = None
+    # The next this many photo reads inside a $batch are answered 429 with a Retry-After of
+    # their own, as Graph throttles inner requests one by one (docs/graph-behaviour.md).
+    throttle_batch_photo_reads: int = 0
     # Graph's weakest documented promises (see the emulator module docstring and
     # docs/graph-behaviour.md): "selected" | "changed" | "sparse".
     delta_items: str = "selected"

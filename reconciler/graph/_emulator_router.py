@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 
 from reconciler.graph._emulator_admin import PHOTO_UPDATE_SETTINGS, AdminRoutes
 from reconciler.graph._emulator_batch import run_batch
-from reconciler.graph._emulator_faults import FaultDice, Faults, WriteLimiter
+from reconciler.graph._emulator_faults import FaultDice, Faults, WriteLimiter, throttled
 from reconciler.graph._emulator_http import (
     ApiError,
     EmuRequest,
@@ -41,6 +42,7 @@ class GraphRouter:
         self._tenant = tenant
         self._faults = faults
         self._dice = dice
+        self._throttle_lock = threading.Lock()
         self.users = UserRoutes(tenant, faults, base_url, clock)
         self.admin = AdminRoutes(faults, base_url)
         self.photos = PhotoRoutes(tenant, faults, WriteLimiter(faults), base_url)
@@ -53,6 +55,21 @@ class GraphRouter:
             response = exc.to_response(ids)
         response.user_id = user_id
         return response
+
+    def _dispatch_inner(self, req: EmuRequest, ids: RequestIds) -> EmuResponse:
+        """An inner request of a $batch; photo reads may be throttled one by one."""
+        if req.method == "GET" and _PHOTO.match(req.path.rstrip("/")) and self._take_throttle():
+            response = throttled(self._faults, 1.0).to_response(ids)
+            response.user_id = self.photo_user(req)
+            return response
+        return self.dispatch(req, ids)
+
+    def _take_throttle(self) -> bool:
+        with self._throttle_lock:
+            if self._faults.throttle_batch_photo_reads <= 0:
+                return False
+            self._faults.throttle_batch_photo_reads -= 1
+            return True
 
     def _charge_inner_latency(self, inner_count: int) -> None:
         # Graph hands a batch's photo requests to the Outlook-backed profile service at most
@@ -74,7 +91,7 @@ class GraphRouter:
     def _route(self, req: EmuRequest, ids: RequestIds) -> EmuResponse:
         path = req.path.rstrip("/")
         if path == "/v1.0/$batch":
-            response = run_batch(req, ids, self.dispatch, self._dice.shuffle)
+            response = run_batch(req, ids, self._dispatch_inner, self._dice.shuffle)
             self._charge_inner_latency(len(response.inner))
             return response
         photo = _PHOTO.match(path)
