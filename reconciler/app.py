@@ -629,6 +629,10 @@ def _seconds_between(then: datetime, now: datetime) -> float:
     return round((_utc(now) - _utc(then)).total_seconds(), 1)
 
 
+# The commands whose --json always carries the per-user outcomes (RunSummary.per_user).
+PER_USER_COMMANDS = frozenset({"rollback", "verify"})
+
+
 def _run_view(run: models.Run) -> dict[str, Any]:
     """A recorded run as `reconcile --json` printed it (RunSummary.to_json: the contract's
     flat counts, graph_requests, duration_s, dry_run), plus what only the ledger knows:
@@ -637,7 +641,11 @@ def _run_view(run: models.Run) -> dict[str, Any]:
     finished = run.finished_at
     counts = {o: int((run.counts or {}).get(o.value, 0)) for o in Outcome}
     summary = RunSummary(
-        run.id, counts=counts, graph_requests=run.graph_requests, dry_run=run.dry_run
+        run.id,
+        counts=counts,
+        graph_requests=run.graph_requests,
+        dry_run=run.dry_run,
+        per_user=run.command in PER_USER_COMMANDS,
     )
     view = summary.to_json()
     view["duration_s"] = _seconds_between(run.started_at, finished) if finished else None

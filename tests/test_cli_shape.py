@@ -228,3 +228,27 @@ def test_table_and_json_on_stdout_end_with_one_newline(
         result = runner.invoke(main, ["report", "unmatched", "--format", fmt, *cli_args(settings)])
         assert result.exit_code == 0, result.output
         assert result.stdout.endswith("\n") and not result.stdout.endswith("\n\n"), fmt
+
+
+def test_a_verify_run_is_shown_as_verify_printed_it(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    emulator.tenant.add_user("Jane Doe")
+    write_jpeg(settings.inbox_dir / "Jane Doe.jpg")
+    runner = CliRunner()
+    assert runner.invoke(main, ["reconcile", *cli_args(settings)]).exit_code == 0
+    verified = runner.invoke(main, ["verify", "--json", *cli_args(settings)])
+    assert verified.exit_code == 0, verified.output
+    printed = json.loads(verified.stdout)
+
+    shown = json.loads(
+        runner.invoke(
+            main, ["runs", "show", str(printed["run_id"]), "--json", *cli_args(settings)]
+        ).stdout
+    )
+
+    assert "drifted" in printed  # a per-user run prints those counts even when 0
+    assert {k: shown[k] for k in printed if k != "duration_s"} == {
+        k: v for k, v in printed.items() if k != "duration_s"
+    }
+    assert shown["command"] == "verify"
