@@ -601,6 +601,8 @@ def _decoded_cost(im: Image.Image, out: tuple[int, int], crop: str | None) -> in
             images_color.pixel_bytes(im.mode)
             + images_color.working_bytes_per_pixel(im.mode, transparency=transparency)
             + _DECODER_BYTES_PER_PIXEL.get(im.format or "", 0)
+            # Face framing turns the working pixels upright before it crops: one more copy.
+            + (images_color.pixel_bytes(im.mode) if crop == "face" else 0)
         )
         return im.width * im.height * per_pixel
     request = (

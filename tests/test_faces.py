@@ -136,7 +136,7 @@ def test_the_largest_of_several_faces_is_framed() -> None:
         ((1800, 1200), 2.0, (500, 100), False),  # landscape, face right of centre
         ((1800, 1200), 2.0, (80, 150), False),  # near the left edge
         ((1800, 1200), 2.0, (700, 120), True),  # mirrored
-        ((1200, 1800), 1.5, (200, 400), False),  # portrait, face in the upper half
+        ((1200, 1800), 2.0, (100, 400), False),  # portrait, face in the upper half
         ((3000, 4000), 5.0, (150, 700), False),  # 12 megapixels: decoded at reduced scale
     ],
 )
@@ -176,17 +176,24 @@ def test_exif_orientation_is_applied_before_detection() -> None:
 
 
 def test_two_people_the_larger_face_is_framed_and_noted() -> None:
-    data = jpeg(on_canvas((1400, 900), [(1.4, (40, 80)), (1.0, (900, 300))]))
+    # Faces of 20 % and 15 % of the height: both large enough to count.
+    data = jpeg(on_canvas((1400, 1050), [(2.2, (0, 0)), (1.7, (700, 250))]))
 
     prepared = images.prepare_bytes(data, crop="face")
 
-    assert_framed(prepared.crop_box, eyes_at(1.4, (40, 80)))
+    assert_framed(prepared.crop_box, eyes_at(2.2, (0, 0)))
     assert prepared.quality_notes[0] == "several faces (2); the largest was framed"
-    # The second face is too small to count (10 % of the height): still one usable face.
-    assert images.prepare_bytes(data, crop="face", require_face=True).crop_box is not None
-    two_alike = jpeg(on_canvas((1400, 800), [(1.4, (20, 60)), (1.3, (720, 100))]))
     with pytest.raises(ImageError, match=r"^2 faces in the photo, and require_face is on"):
-        images.prepare_bytes(two_alike, crop="face", require_face=True)
+        images.prepare_bytes(data, crop="face", require_face=True)
+
+
+def test_a_face_in_the_background_too_small_to_frame_does_not_count() -> None:
+    # The second face is 10 % of the height: one usable face, whether it is seen or not.
+    data = jpeg(on_canvas((1400, 900), [(1.4, (40, 80)), (1.0, (900, 300))]))
+
+    prepared = images.prepare_bytes(data, crop="face", require_face=True)
+
+    assert_framed(prepared.crop_box, eyes_at(1.4, (40, 80)))
 
 
 def test_a_photo_without_a_face_is_centre_cropped_and_noted() -> None:

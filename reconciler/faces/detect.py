@@ -9,8 +9,9 @@ photo is; a face in profile is reported as "no face found" and the photo is cent
 
 Detection runs on a greyscale copy at most DETECT_SIDE pixels long (384): a face of
 framing.SMALL_FACE of a 3:2 photo's shorter side is then 38 pixels, which the cascade finds
-reliably (measured on tests/data/astronaut.png: found from 12 %), and the cost stays
-about 30 ms per photo. Smaller faces are not found at all: "no face found".
+(tests/test_faces.py places tests/data/astronaut.png at 13 % to 40 %). Smaller faces may be
+missed: "no face found". The cascade is most of what face framing costs (see
+bench/bench_images.py, face case).
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ if TYPE_CHECKING:
 
 # The longest side of the copy the cascade looks at (docs: at most 640).
 DETECT_SIDE = 384
-# Cascade parameters: each step scales the window by 10 % (at 15 % or 20 % the tests' faces
-# at 15 % of the frame are missed); a face must be found by 4 overlapping windows, which is
-# what keeps patterned walls and coffee cups from counting. The smallest window (24 px, 9 %
-# of a 3:2 copy's shorter side) is where most of the time goes: a smaller one would find
-# faces too small to frame, at nearly twice the cost.
-_SCALE_STEP = 1.1
-_NEIGHBOURS = 4
+# Cascade parameters: each step scales the window by 20 % (10 % costs 40 % more time and
+# found no more of the tests' usable faces); a face must be found by 3 overlapping windows,
+# which is what keeps patterned walls, cats and coffee cups from counting (checked on
+# scikit-image's sample photos). The smallest window (24 px, 9 % of a 3:2 copy's shorter
+# side) is where most of the time goes: a smaller one would look for faces too small to
+# frame, at nearly twice the cost.
+_SCALE_STEP = 1.2
+_NEIGHBOURS = 3
 _MIN_FACE = 24
 _CASCADE = "haarcascade_frontalface_alt2.xml"
 
