@@ -37,9 +37,7 @@ def upgrade() -> None:
         sa.Column("etag_after", sa.String(length=256), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["runs.id"], name=op.f("fk_photo_changes_run_id_runs")
-        ),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_photo_changes_run_id_runs")),
         sa.ForeignKeyConstraint(
             ["upload_id"], ["uploads.id"], name=op.f("fk_photo_changes_upload_id_uploads")
         ),
