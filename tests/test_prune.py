@@ -92,6 +92,10 @@ def test_a_dry_run_lists_what_would_be_pruned_and_removes_nothing(
 
     assert code == 0, err
     assert json.loads(out)["removed"] == 1
+    code, listing, _ = reconcile(settings, "--dry-run")
+    assert code == 0
+    [line] = [x for x in listing.splitlines() if x.startswith("remove")]
+    assert "Bob Smith.jpg" in line and "would remove the photo" in line
     assert emulator.tenant.photo(ids["Bob Smith"]) is not None
     assert [r.method for r in emulator.requests() if r.method in ("PUT", "DELETE")] == []
     assert ledger_rows(settings, "SELECT count(*) FROM photo_changes") == [(0,)]

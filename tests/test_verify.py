@@ -44,6 +44,9 @@ def test_verify_finds_photos_changed_or_removed_outside_and_records_them(
     assert code == 0, out
     summary = json.loads(out)
     assert (summary["drifted"], summary["unchanged"]) == (2, 1)
+    listed = {(d["file"], d["state"]) for d in summary["drifted_users"]}
+    assert listed == {("Jane Doe.jpg", "changed"), ("Bob Smith.jpg", "removed")}
+    assert all(d["first_seen"] for d in summary["drifted_users"])
     # One $batch of metadata reads for three users, nothing written.
     requests = [r for r in emulator.requests() if not r.token_request]
     assert [(r.method, r.path) for r in requests] == [("POST", "/v1.0/$batch")]
