@@ -416,20 +416,9 @@ def verify(settings: Settings, fix: bool, as_json: bool) -> None:
     Example:
       photosync verify --fix
     """
-    summary, drifts = app.verify(settings, fix=fix)
-    if as_json:  # the summary's keys, and who drifted since when
-        drifted = [
-            {
-                "user": d.user,
-                "user_id": d.user_id,
-                "file": d.file,
-                "state": d.state,
-                "first_seen": d.first_seen.isoformat(timespec="seconds"),
-            }
-            for d in drifts
-        ]
-        click.echo(json.dumps(summary.to_json() | {"drifted_users": drifted}))
-        sys.exit(summary.exit_code)
+    # The run object, like every command; who drifted and since when is in the lines
+    # printed without --json and in `report unmatched` (reason "drifted").
+    summary, _drifts = app.verify(settings, fix=fix)
     shown_outcomes = (Outcome.DRIFTED, Outcome.FAILED, Outcome.UPLOADED, Outcome.SKIPPED)
     finish(
         summary,

@@ -44,9 +44,6 @@ def test_verify_finds_photos_changed_or_removed_outside_and_records_them(
     assert code == 0, out
     summary = json.loads(out)
     assert (summary["drifted"], summary["unchanged"]) == (2, 1)
-    listed = {(d["file"], d["state"]) for d in summary["drifted_users"]}
-    assert listed == {("Jane Doe.jpg", "changed"), ("Bob Smith.jpg", "removed")}
-    assert all(d["first_seen"] for d in summary["drifted_users"])
     # One $batch of metadata reads for three users, nothing written.
     requests = [r for r in emulator.requests() if not r.token_request]
     assert [(r.method, r.path) for r in requests] == [("POST", "/v1.0/$batch")]
@@ -61,8 +58,18 @@ def test_verify_finds_photos_changed_or_removed_outside_and_records_them(
 
     code, report = photosync(settings, "report", "unmatched", "--format", "json")
     assert code == 0
-    drifted = {row["file"] for row in json.loads(report) if row["reason"] == "drifted"}
-    assert drifted == {"Jane Doe.jpg", "Bob Smith.jpg"}
+    in_report = {row["file"] for row in json.loads(report) if row["reason"] == "drifted"}
+    assert in_report == {"Jane Doe.jpg", "Bob Smith.jpg"}
+
+    code, lines = photosync(settings, "verify")
+    assert code == 0
+    drifted = sorted(line for line in lines.splitlines() if line.startswith("drifted"))
+    assert [line.split()[1:3] for line in drifted] == [
+        ["Bob", "Smith.jpg"],
+        ["Jane", "Doe.jpg"],
+    ]
+    assert "removed since by someone else (first seen" in drifted[0]
+    assert "changed since by someone else (first seen" in drifted[1]
 
 
 def test_verify_fix_puts_back_the_archived_bytes_and_records_the_new_etag(
