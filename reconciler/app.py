@@ -318,6 +318,7 @@ def _run(
                 log.warning("%d upload(s) of an interrupted run will be redone", interrupted)
             run = _Run(settings, ledger, summary, client_factory)
             error: str | None = None
+            error_code = 3
             try:
                 yield run
             except KeyboardInterrupt:
@@ -327,6 +328,8 @@ def _run(
                 raise
             except Exception as exc:
                 error = str(exc)
+                # Asked for what the ledger does not hold (rollback of an unknown run): usage.
+                error_code = 2 if isinstance(exc, undo.UsageError) else 3
                 raise
             finally:
                 if settings.archive and not dry_run and error is None:
@@ -336,7 +339,7 @@ def _run(
                     run.client.close()
                 summary.duration_s = time.monotonic() - started
                 with ledger.session() as session:
-                    exit_code = 3 if error else summary.exit_code
+                    exit_code = error_code if error else summary.exit_code
                     repository.finish_run(session, summary, exit_code, error)
                 log.info(
                     "run %d finished: exit %d; %s; %d Graph requests in %.1fs%s",

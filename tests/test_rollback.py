@@ -193,6 +193,9 @@ def test_rollback_of_what_the_ledger_does_not_hold_is_a_one_line_usage_error(
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("photosync: error:")
     assert writes_sent(emulator) == []
+    # Recorded as a rollback that could not run for a usage error, not as a crash.
+    [(exit_code,)] = ledger_rows(settings, "SELECT exit_code FROM runs WHERE command = 'rollback'")
+    assert exit_code == 2
 
 
 def killed_rollback(
