@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import math
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -358,3 +359,27 @@ def test_a_failed_upload_keeps_its_notes_in_the_report(
     assert rows[0]["quality_notes"][0] == "no face found"
     table = CliRunner().invoke(main, [*args, "--format", "table"]).stdout
     assert "[photo: no face found" in table
+
+
+@pytest.mark.parametrize("size", [(6000, 4000), (4000, 6000), (4032, 3024), (1800, 1200)])
+def test_face_framing_decodes_enough_pixels_for_the_smallest_usable_face(
+    size: tuple[int, int],
+) -> None:
+    """The JPEG is decoded at the smallest DCT scale that still gives the square around a
+    face of framing.SMALL_FACE all of max_dimension's pixels; the memory reservation is
+    for that same scale."""
+    header = jpeg(Image.new("RGB", (64, 64)))
+    data = bytearray(header)
+    frame = header.index(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = struct.pack(">HH", size[1], size[0])  # height, width
+    request = images._face_draft_request(*size, 648)
+    reduction = images._draft_reduction(size, request)
+
+    with Image.open(io.BytesIO(bytes(data))) as im:
+        im.draft("RGB", request)
+        decoded = im.size
+
+    assert decoded == (-(-size[0] // reduction), -(-size[1] // reduction))
+    smallest_square = framing.HEAD_SIDES * framing.SMALL_FACE * min(size)
+    assert smallest_square / reduction >= min(648, smallest_square)
+    assert reduction > 1 or min(size) < 648 / (framing.HEAD_SIDES * framing.SMALL_FACE) * 2
