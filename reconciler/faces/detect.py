@@ -75,16 +75,15 @@ def faces_in(image: Image.Image) -> list[Box]:
     import numpy
 
     scale = min(1.0, DETECT_SIDE / max(image.size))
-    small = image
+    # Grey first (one byte a pixel for the rest), then a whole-factor box reduction (cheap,
+    # and it averages sensor noise away), then the small rest.
+    small = image.convert("L") if image.mode != "L" else image
     if scale < 1.0:
-        # A whole-factor box reduction first (cheap, and it averages sensor noise away),
-        # then the small rest; greyscale last, on the few pixels left.
         factor = max(1, int(1 / scale) // 2)
         if factor > 1:
             small = small.reduce(factor)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         small = small.resize(size, Image.Resampling.BILINEAR)
-    small = small.convert("L") if small.mode != "L" else small
     # Equalised, so that a dark or washed-out photo still shows the cascade its contrasts.
     grey: np.ndarray[Any, Any] = numpy.asarray(ImageOps.equalize(small))
     import cv2
