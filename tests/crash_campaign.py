@@ -126,7 +126,7 @@ class Campaign:
         """Start a run and SIGKILL it at a random moment of what a whole run takes."""
         delay = self.rng.uniform(0.0, self.run_seconds)
         writes_before = len(self.stored)
-        requests_before = self.emulator.graph_request_count
+        requests_before = len(self.emulator.requests())  # token requests included
         child = subprocess.Popen(
             self.command(),
             env=self.environment(),
@@ -143,7 +143,7 @@ class Campaign:
 
     def _phase(self, requests_before: int, writes_before: int) -> str:
         """Where the killed run was, as far as Graph saw it."""
-        sent = self.emulator.requests()[requests_before:]
+        sent = [r for r in self.emulator.requests()[requests_before:] if not r.token_request]
         if not sent:
             return PHASES[0]
         if not any(r.method == "PUT" for r in sent):
