@@ -136,30 +136,27 @@ def _integer(minimum: int, maximum: int) -> Callable[[object], int]:
     return parse
 
 
-def _seconds(value: object) -> float:
-    expected = "a number of seconds, 0 or more"
-    if isinstance(value, bool):
-        raise ValueError(expected)
-    try:
-        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
-    except ValueError:
-        raise ValueError(expected) from None
-    if not number >= 0 or number == float("inf"):
-        raise ValueError(expected)
-    return number
+def _number(expected: str, maximum: float = float("inf")) -> Callable[[object], float]:
+    """A parser for a finite number from 0 to `maximum`; `expected` is what the error says."""
+
+    def parse(value: object) -> float:
+        if isinstance(value, bool):
+            raise ValueError(expected)
+        try:
+            number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+        except ValueError:
+            raise ValueError(expected) from None
+        if not 0 <= number <= maximum or number == float("inf"):
+            raise ValueError(expected)
+        return number
+
+    return parse
 
 
-def _hours(value: object) -> float:
-    expected = "a number of hours from 0 to 8760 (0 = list all users whenever users are needed)"
-    if isinstance(value, bool):
-        raise ValueError(expected)
-    try:
-        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
-    except ValueError:
-        raise ValueError(expected) from None
-    if not 0 <= number <= 8760:
-        raise ValueError(expected)
-    return number
+_seconds = _number("a number of seconds, 0 or more")
+_hours = _number(
+    "a number of hours from 0 to 8760 (0 = list all users whenever users are needed)", 8760
+)
 
 
 def _boolean(value: object) -> bool:
