@@ -56,6 +56,8 @@ class Campaign:
     uploads_needed: int = 0
     phases: Counter[str] = field(default_factory=Counter)
     run_seconds: float = 2.0  # a finished run's duration, learned as the campaign goes
+    requests_per_run: int = 4  # the most Graph requests a finished run sent, likewise
+    _after_store: tuple[int, float, subprocess.Popen[bytes]] | None = None
     _serial: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -71,6 +73,14 @@ class Campaign:
         assert photo is not None
         with self._lock:
             self.stored.append((user_id, sha256(photo.data)))
+            count = len(self.stored)
+        armed = self._after_store
+        if armed is not None and count == armed[0]:
+            _nth, delay, child = armed
+            if delay:
+                threading.Timer(delay, self._kill, (child,)).start()
+            else:
+                self._kill(child)  # before Graph's answer leaves: stored, not yet told
 
     # -- work for the next run
 
@@ -123,8 +133,10 @@ class Campaign:
         return self.emulator.client_environment(os.environ)
 
     def killed_run(self) -> None:
-        """Start a run and SIGKILL it at a random moment of what a whole run takes."""
-        delay = self.rng.uniform(0.0, self.run_seconds)
+        """Start a run and SIGKILL it at a random moment. A third of the kills come at a random
+        time of what a whole run takes (mostly start-up and scan), a third at a random Graph
+        request of the run (users, lookups, photo reads), a third a random 0-200 ms after a
+        random photo is stored (Graph has it, the run may not know yet; then the moves)."""
         writes_before = len(self.stored)
         requests_before = len(self.emulator.requests())  # token requests included
         child = subprocess.Popen(
@@ -133,13 +145,41 @@ class Campaign:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        mode = self.rng.choice(("time", "request", "stored"))
+        deadline = self.rng.uniform(0.0, self.run_seconds) if mode == "time" else None
+        pending = sum(1 for name in self.wanted if (self.inbox / name).exists())
+        self._arm(child, mode, pending, writes_before)
         try:
-            child.wait(timeout=delay)  # the random moment; not a synchronisation
+            child.wait(timeout=deadline or self.run_seconds * 4)  # a random moment, not a sync
         except subprocess.TimeoutExpired:
-            child.send_signal(signal.SIGKILL)
-            child.wait()
+            self._kill(child)
+        finally:
+            self.emulator.faults.before_request = None
+            self._after_store = None
+        if child.returncode == -signal.SIGKILL:
             self.kills += 1
             self.phases[self._phase(requests_before, writes_before)] += 1
+
+    def _arm(self, child: subprocess.Popen[bytes], mode: str, pending: int, before: int) -> None:
+        if mode == "request":
+            target = self.rng.randint(1, max(1, self.requests_per_run))
+            seen = [0]
+
+            def on_request(_method: str, path: str) -> None:
+                if path.startswith("/v1.0/"):
+                    seen[0] += 1
+                    if seen[0] == target:
+                        self._kill(child)
+
+            self.emulator.faults.before_request = on_request
+        elif mode == "stored" and pending:
+            nth = before + self.rng.randint(1, pending)
+            delay = self.rng.choice((0.0, self.rng.uniform(0.0, 0.2)))
+            self._after_store = (nth, delay, child)
+
+    def _kill(self, child: subprocess.Popen[bytes]) -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
 
     def _phase(self, requests_before: int, writes_before: int) -> str:
         """Where the killed run was, as far as Graph saw it."""
@@ -153,10 +193,13 @@ class Campaign:
 
     def finishing_run(self) -> int:
         started = time.monotonic()
+        requests_before = self.emulator.graph_request_count
         done = subprocess.run(
             self.command(), env=self.environment(), capture_output=True, text=True, timeout=300
         )
         self.run_seconds = max(0.5, time.monotonic() - started)
+        sent = self.emulator.graph_request_count - requests_before
+        self.requests_per_run = max(self.requests_per_run, sent)
         return done.returncode
 
     # -- the promises
