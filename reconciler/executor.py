@@ -7,10 +7,12 @@ is idempotent), and a recorded success whose file is still in the inbox is plann
 "unchanged" and moved.
 
 With the archive on (reconciler/archive.py), the photo a write replaces is read and stored
-before the intent, and the intent names it and the bytes sent; after the write, one read of
-the photo's ETag, recorded in the same transaction as the success. A run killed after the
-write and before that is an intent without a result: the next run uploads again and keeps
-the first intent's "before" (repository.carried_before), never its own photo. The reads are
+before the intent, and the intent names it and the bytes sent; the success is recorded as
+soon as Graph answers the write, and one read of the photo's ETag is added to it after. A run
+killed before Graph's answer arrives leaves an intent without a result: the next run uploads
+again and keeps the first intent's "before" (repository.carried_before), never its own photo.
+A run killed between the answer and the ETag read leaves a success without an ETag, which
+rollback and verify leave alone; it never costs a second upload. The reads are
 not under Graph's photo write quota, so they run in pools of their own beside the writes:
 the "before" reads are sent ahead for every planned upload, the ETag reads after each write
 without holding up the next one (docs/reliability.md, "Keep what was there").
@@ -346,6 +348,10 @@ class Executor:
         except AuthError as exc:
             self._record_failure(upload_id, GraphError(str(exc)))
             raise
+        # Recorded before anything else happens: from here on a kill must not cost a second
+        # upload, however many writes' ETag reads are still queued behind this one.
+        with self._write_lock, self.ledger.session() as session:
+            repository.record_upload_success(session, upload_id, receipt)
         if self._after_reads is not None:
             return self._after_reads.submit(self._after_etag_safely, action, upload_id, receipt)
         return self._uploaded(action, upload_id, receipt, None)
@@ -353,9 +359,9 @@ class Executor:
     def _after_etag_safely(
         self, action: Action, upload_id: int, receipt: UploadReceipt
     ) -> FileResult | None:
-        """Read the ETag Graph gave the photo just written, then record the success with
-        it. An ETag that cannot be read leaves the success without one (rollback and
-        verify then leave that user alone); a run that must stop leaves the intent."""
+        """Read the ETag Graph gave the photo just written and add it to the recorded
+        success. An ETag that cannot be read, or a run killed before it is read, leaves the
+        success without one (rollback and verify then leave that user alone)."""
         assert action.user is not None
         try:
             etag = self._reader().photo_etag(action.user.id)
@@ -380,7 +386,8 @@ class Executor:
         user = action.user
         file_id = self.file_ids[action.file.key]
         with self._write_lock, self.ledger.session() as session:
-            repository.record_upload_success(session, upload_id, receipt, etag_after=etag)
+            if etag is not None:
+                repository.record_etag_after(session, upload_id, etag)
             repository.record_outcome(
                 session, file_id, self.run_id, Outcome.UPLOADED, action.reason, user_id=user.id
             )

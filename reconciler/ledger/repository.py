@@ -503,6 +503,11 @@ def record_upload_success(
     upload.finished_at = utcnow()
 
 
+def record_etag_after(session: Session, upload_id: int, etag: str) -> None:
+    """The ETag Graph reported for the photo an already recorded success wrote."""
+    session.get_one(Upload, upload_id).etag_after = etag
+
+
 def record_upload_failure(
     session: Session,
     upload_id: int,
