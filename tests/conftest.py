@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -133,3 +134,18 @@ def other_fs(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def reconcile_killed_when_a_photo_is_stored(emulator: GraphEmulator, settings: Settings) -> None:
+    """Run `photosync reconcile` as a child process and SIGKILL it the instant Graph has
+    stored its first photo: uploaded, but the run never hears so nor records an end."""
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "reconcile", *cli_args(settings)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    emulator.faults.after_photo_stored = lambda _user: victim.send_signal(signal.SIGKILL)
+    try:
+        assert victim.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        emulator.faults.after_photo_stored = None

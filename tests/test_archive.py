@@ -7,10 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,13 @@ from reconciler.archive import Archive, ArchiveError, default_archive_dir
 from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.graph.emulator import GraphEmulator
-from tests.conftest import cli_args, jpeg_bytes, ledger_rows, write_jpeg
+from tests.conftest import (
+    cli_args,
+    jpeg_bytes,
+    ledger_rows,
+    reconcile_killed_when_a_photo_is_stored,
+    write_jpeg,
+)
 
 
 def sha(data: bytes) -> str:
@@ -112,15 +115,7 @@ def test_a_run_killed_after_the_write_keeps_the_photo_from_before(
     own = jpeg_bytes((100, 100), (5, 200, 5))
     emulator.change_photo_from_outside(jane, own)
     write_jpeg(settings.inbox_dir / "Jane Doe.jpg")
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "reconcile", *cli_args(settings)],
-        env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    emulator.faults.after_photo_stored = lambda _user: os.kill(victim.pid, signal.SIGKILL)
-    assert victim.wait(timeout=60) == -signal.SIGKILL
-    emulator.faults.after_photo_stored = None
+    reconcile_killed_when_a_photo_is_stored(emulator, settings)
     assert ledger_rows(settings, "SELECT status, replaced_object FROM uploads") == [
         ("pending", sha(own))
     ]

@@ -15,7 +15,14 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.graph.emulator import GraphEmulator
 from reconciler.model import Outcome
-from tests.conftest import cli_args, jpeg_bytes, ledger_rows, outcomes, write_jpeg
+from tests.conftest import (
+    cli_args,
+    jpeg_bytes,
+    ledger_rows,
+    outcomes,
+    reconcile_killed_when_a_photo_is_stored,
+    write_jpeg,
+)
 
 
 def test_every_outcome_lands_where_the_contract_says(
@@ -334,22 +341,10 @@ def test_crash_after_upload_before_success_is_recorded(
     settings: Settings, emulator: GraphEmulator
 ) -> None:
     """A real process, killed the instant Graph has stored the photo and before it answers."""
-    import os
-    import signal
-    import subprocess
-    import sys
 
     jane = emulator.tenant.add_user("Jane Doe")
     data = write_jpeg(settings.inbox_dir / "Jane Doe.jpg")
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "reconcile", *cli_args(settings)],
-        env={**os.environ},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    emulator.faults.after_photo_stored = lambda _user: os.kill(victim.pid, signal.SIGKILL)
-    assert victim.wait(timeout=60) == -signal.SIGKILL
-    emulator.faults.after_photo_stored = None
+    reconcile_killed_when_a_photo_is_stored(emulator, settings)
     assert emulator.tenant.photo_writes(jane) == 1
     # The dead run recorded an intent but no success: the ledger claims nothing.
     assert ledger_rows(settings, "SELECT status FROM uploads") == [("pending",)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -25,7 +24,13 @@ from reconciler.errors import RunLockedError
 from reconciler.graph.emulator import GraphEmulator
 from reconciler.ledger.db import Ledger
 from reconciler.ledger.repository import ABANDONED
-from tests.conftest import cli_args, ledger_rows, lock_holder, write_jpeg
+from tests.conftest import (
+    cli_args,
+    ledger_rows,
+    lock_holder,
+    reconcile_killed_when_a_photo_is_stored,
+    write_jpeg,
+)
 
 # --- one lock per file, whatever name reaches it
 
@@ -144,15 +149,8 @@ def test_a_killed_run_is_closed_as_abandoned_by_the_next_run(
 ) -> None:
     jane = emulator.tenant.add_user("Jane Doe")
     data = write_jpeg(settings.inbox_dir / "Jane Doe.jpg")
-    victim = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "reconcile", *cli_args(settings)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     # Killed mid-run, the instant Graph has stored the photo: no chance to record an end.
-    emulator.faults.after_photo_stored = lambda _user: os.kill(victim.pid, signal.SIGKILL)
-    assert victim.wait(timeout=60) == -signal.SIGKILL
-    emulator.faults.after_photo_stored = None
+    reconcile_killed_when_a_photo_is_stored(emulator, settings)
     assert ledger_rows(settings, "SELECT id, finished_at, exit_code FROM runs") == [(1, None, None)]
 
     summary, _ = app.reconcile(settings)
