@@ -25,7 +25,7 @@ from random import Random
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from tests.crash_campaign import PHASES, Campaign
 
 

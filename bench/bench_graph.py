@@ -29,10 +29,10 @@ from PIL import Image
 
 from reconciler import app
 from reconciler.config import Settings
+from reconciler.emulator import Faults, GraphEmulator
 from reconciler.errors import GraphError
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import GraphClient
-from reconciler.graph.emulator import Faults, GraphEmulator
 from reconciler.model import Outcome, UploadReceipt
 
 Items = list[tuple[str, bytes, str]]

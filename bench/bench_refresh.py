@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler.graph.emulator import identity_environment
+from reconciler.emulator import identity_environment
 
 REFRESH_TARGET_S = 10.0
 RSS_TARGET_MB = 250.0
@@ -172,7 +172,7 @@ def main() -> int:
 
 def bench(users: int) -> int:
     # Imported here, so the children (which import what they measure) do not pay for it.
-    from reconciler.graph.emulator import GraphEmulator
+    from reconciler.emulator import GraphEmulator
 
     with (
         tempfile.TemporaryDirectory(prefix="photosync-bench-refresh-") as tmp,

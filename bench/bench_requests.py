@@ -31,7 +31,7 @@ from PIL import Image
 
 from reconciler import app
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from reconciler.model import Outcome
 
 

@@ -37,7 +37,7 @@ from PIL import Image
 
 from reconciler import app
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator, identity_environment
+from reconciler.emulator import GraphEmulator, identity_environment
 from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
 from reconciler.model import Outcome, RunSummary

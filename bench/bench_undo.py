@@ -30,9 +30,9 @@ from sqlalchemy import insert
 
 from reconciler import app
 from reconciler.config import Settings
+from reconciler.emulator import Faults, GraphEmulator
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import GraphClient
-from reconciler.graph.emulator import Faults, GraphEmulator
 from reconciler.ledger.db import Ledger
 from reconciler.ledger.models import InboxFile, Run, Upload, User, utcnow
 from reconciler.model import Outcome

@@ -25,8 +25,8 @@ from PIL import Image, ImageDraw
 
 from reconciler import app
 from reconciler.config import Settings
+from reconciler.emulator import OTHER_IDENTITY_VARIABLES, GraphEmulator
 from reconciler.errors import ConfigError
-from reconciler.graph.emulator import OTHER_IDENTITY_VARIABLES, GraphEmulator
 from reconciler.model import Outcome
 
 TENANT = (

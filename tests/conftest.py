@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from reconciler.model import Outcome, RunSummary
 
 

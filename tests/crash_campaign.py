@@ -24,7 +24,7 @@ from random import Random
 
 from PIL import Image
 
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 
 PHASES = ("start or scan", "users", "upload", "move or record")
 

@@ -394,7 +394,7 @@ class LegacyArcAgent:
         import http.server
         import json
 
-        from reconciler.graph._emulator_auth import ArcKeyFiles
+        from reconciler.emulator.auth import ArcKeyFiles
 
         keys = ArcKeyFiles()
         self.keys = keys
@@ -488,7 +488,7 @@ def test_client_id_on_an_arc_agent_without_user_assigned_identities_exits_3(
 def test_client_id_on_a_current_arc_agent_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
     """Arc agents that serve user-assigned identities exist (azure-identity 1.26+ with msal
     1.39+ ask for them and check the answer), so client_id with Arc is not refused up front."""
-    from reconciler.graph.emulator import GraphEmulator
+    from reconciler.emulator import GraphEmulator
 
     _needs_arc_folder()
     with GraphEmulator() as emu:
@@ -509,7 +509,7 @@ def test_an_arc_key_file_this_account_cannot_read_names_the_himds_group(tmp_path
     import subprocess
     import sys
 
-    from reconciler.graph.emulator import GraphEmulator, identity_environment
+    from reconciler.emulator import GraphEmulator, identity_environment
     from tests.conftest import write_jpeg
 
     _needs_arc_folder()

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from random import Random
 
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from tests.crash_campaign import Campaign
 
 ROUNDS = 16  # per file-system layout: 32 kills in all

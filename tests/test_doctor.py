@@ -28,7 +28,7 @@ from reconciler.doctor import (
     marks_for,
     roles_check,
 )
-from reconciler.graph.emulator import GraphEmulator, identity_environment
+from reconciler.emulator import GraphEmulator, identity_environment
 
 ALL_ROLES = ("User.Read.All", "ProfilePhoto.ReadWrite.All", "PeopleSettings.Read.All")
 

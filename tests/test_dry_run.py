@@ -13,7 +13,7 @@ from PIL import Image
 
 from reconciler.cli import main
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from reconciler.images import MAX_PIXELS
 from tests.conftest import cli_args, jpeg_bytes, ledger_rows, write_jpeg
 

@@ -19,7 +19,7 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ManagedIdentityCredential
 from PIL import Image
 
-from reconciler.graph.emulator import GraphEmulator, identity_environment
+from reconciler.emulator import GraphEmulator, identity_environment
 from tests.conftest import jpeg_bytes
 
 SELECT = "id,displayName,userPrincipalName,accountEnabled,userType"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import requests
 
-from reconciler.graph._emulator_tenant import DEFAULT_PROPERTIES
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
+from reconciler.emulator.tenant import DEFAULT_PROPERTIES
 from tests.test_emulator import delta_round, error_of, follow, graph, v1
 
 __all__ = ["graph"]  # the fixture, imported so pytest finds it here

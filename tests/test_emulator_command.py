@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.graph.emulator import OTHER_IDENTITY_VARIABLES
+from reconciler.emulator import OTHER_IDENTITY_VARIABLES
 from tests.conftest import write_jpeg
 
 PHOTOSYNC = [sys.executable, "-m", "reconciler"]

@@ -23,11 +23,11 @@ from PIL import Image, ImageEnhance, ImageFilter
 from reconciler import app, images
 from reconciler.cli import main
 from reconciler.config import Settings
+from reconciler.emulator import GraphEmulator
 from reconciler.errors import ImageError
 from reconciler.faces import framing
 from reconciler.faces.detect import faces_in
 from reconciler.faces.framing import Box
-from reconciler.graph.emulator import GraphEmulator
 from reconciler.model import Outcome
 from tests.conftest import cli_args, ledger_rows, outcomes
 

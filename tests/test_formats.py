@@ -12,8 +12,8 @@ from PIL import Image, ImageStat, features
 
 from reconciler import app, images
 from reconciler.config import Settings
+from reconciler.emulator import GraphEmulator
 from reconciler.errors import ImageError
-from reconciler.graph.emulator import GraphEmulator
 from reconciler.matching import name_key
 from reconciler.model import IMAGE_SUFFIXES, Outcome
 from tests.conftest import outcomes

@@ -21,6 +21,7 @@ import pytest
 import requests
 from azure.core.credentials import AccessToken
 
+from reconciler.emulator import Faults, GraphEmulator, RecordedRequest
 from reconciler.errors import (
     AuthError,
     DeltaResyncRequired,
@@ -37,7 +38,6 @@ from reconciler.graph.client import (
     network_reason,
     parse_error_body,
 )
-from reconciler.graph.emulator import Faults, GraphEmulator, RecordedRequest
 from reconciler.model import UploadReceipt
 from tests.conftest import jpeg_bytes
 

@@ -19,8 +19,8 @@ from PIL import Image, ImageCms, ImageOps
 
 from reconciler import app, images, images_jpeg
 from reconciler.config import Settings
+from reconciler.emulator import GraphEmulator
 from reconciler.errors import ImageError
-from reconciler.graph.emulator import GraphEmulator
 from reconciler.images import SUPPORTED_SUFFIXES, heif_available, prepare, prepare_bytes
 from reconciler.images_budget import MemoryBudget
 from reconciler.model import PreparedImage

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from reconciler import names
 from reconciler.cli import main
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from reconciler.logs import JsonLineFormatter, OneLineFormatter
 from reconciler.scanner import FOLDER_REASON, LINK_REASON
 from tests.conftest import cli_args, jpeg_bytes, ledger_rows, write_jpeg

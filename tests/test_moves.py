@@ -15,7 +15,7 @@ import pytest
 
 from reconciler import app, moves
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from reconciler.model import Outcome
 from tests.conftest import cli_args, ledger_rows, outcomes, write_jpeg
 

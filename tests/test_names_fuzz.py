@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from reconciler import app
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from reconciler.names import shown
 from reconciler.scanner import is_junk
 from tests.conftest import jpeg_bytes

@@ -16,8 +16,8 @@ from sqlalchemy import create_engine, text
 
 from reconciler import app
 from reconciler.config import Settings
+from reconciler.emulator import GraphEmulator
 from reconciler.errors import RunLockedError
-from reconciler.graph.emulator import GraphEmulator
 from reconciler.ledger.db import Ledger, migrations_config
 from reconciler.model import Outcome
 from tests.conftest import lock_holder, write_jpeg

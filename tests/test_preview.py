@@ -21,8 +21,8 @@ from PIL import Image
 from reconciler import app
 from reconciler.cli import main
 from reconciler.config import Settings
+from reconciler.emulator import GraphEmulator
 from reconciler.faces.detect import faces_in
-from reconciler.graph.emulator import GraphEmulator
 from reconciler.preview import CROP_COLOUR
 from tests.conftest import cli_args
 

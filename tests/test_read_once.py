@@ -10,8 +10,8 @@ from pathlib import Path
 
 from reconciler import app
 from reconciler.config import Settings
+from reconciler.emulator import GraphEmulator
 from reconciler.executor import CHANGED
-from reconciler.graph.emulator import GraphEmulator
 from reconciler.model import Outcome
 from tests.conftest import jpeg_bytes, ledger_rows, outcomes, write_jpeg
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from reconciler import app
 from reconciler.cli import main
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from reconciler.model import Outcome
 from tests.conftest import cli_args, outcomes, write_jpeg
 

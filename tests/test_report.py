@@ -22,7 +22,7 @@ from PIL import Image
 from reconciler import app
 from reconciler.cli import main
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from reconciler.report import COLUMNS, HEADER_BAND, PLACEHOLDER
 from tests.conftest import cli_args, write_jpeg
 

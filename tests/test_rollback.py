@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from tests.conftest import cli_args, jpeg_bytes, ledger_rows, write_jpeg
 
 

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from reconciler import app
 from reconciler.cli import main
 from reconciler.config import Settings
+from reconciler.emulator import GraphEmulator
 from reconciler.errors import RunLockedError
-from reconciler.graph.emulator import GraphEmulator
 from reconciler.ledger.db import Ledger
 from reconciler.ledger.repository import ABANDONED
 from tests.conftest import (

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.config import Settings
-from reconciler.graph.emulator import GraphEmulator
+from reconciler.emulator import GraphEmulator
 from reconciler.ledger.db import Ledger
 from tests.conftest import cli_args
 from tests.test_report import every_reason

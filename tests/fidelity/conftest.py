@@ -24,8 +24,8 @@ import pytest
 import requests
 from PIL import Image
 
+from reconciler.emulator import GraphEmulator, Tenant
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
-from reconciler.graph.emulator import GraphEmulator, Tenant
 
 TENANT_VARIABLES = (
     "PHOTOSYNC_FIDELITY_TENANT_ID",

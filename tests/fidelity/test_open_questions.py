@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.graph.emulator import Tenant
+from reconciler.emulator import Tenant
 from tests.fidelity.conftest import Target
 
 SELECT = "id,displayName,userPrincipalName,accountEnabled,jobTitle"

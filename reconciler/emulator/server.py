@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from reconciler.graph._emulator_http import EmuRequest, EmuResponse, make_request
+from reconciler.emulator.wire import EmuRequest, EmuResponse, make_request
 
 Handle = Callable[[EmuRequest], EmuResponse | None]
 

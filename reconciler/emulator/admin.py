@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from reconciler.graph._emulator_auth import token_roles
-from reconciler.graph._emulator_faults import Faults
-from reconciler.graph._emulator_http import (
+from reconciler.emulator.auth import token_roles
+from reconciler.emulator.faults import Faults
+from reconciler.emulator.wire import (
     ApiError,
     EmuRequest,
     EmuResponse,

@@ -21,18 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from reconciler.graph._emulator_faults import Faults
-from reconciler.graph._emulator_http import (
-    ApiError,
-    EmuRequest,
-    EmuResponse,
-    bad_request,
-    encode_query,
-    json_response,
-    raw_json_response,
-    unsupported_query,
-)
-from reconciler.graph._emulator_odata import (
+from reconciler.emulator.faults import Faults
+from reconciler.emulator.odata import (
     DEFAULT_ORDERBY,
     Node,
     check_expression_limit,
@@ -45,12 +35,22 @@ from reconciler.graph._emulator_odata import (
     parse_orderby,
     parse_select,
 )
-from reconciler.graph._emulator_tenant import (
+from reconciler.emulator.tenant import (
     DEFAULT_PROPERTIES,
     Change,
     Tenant,
     Tombstone,
     UserRecord,
+)
+from reconciler.emulator.wire import (
+    ApiError,
+    EmuRequest,
+    EmuResponse,
+    bad_request,
+    encode_query,
+    json_response,
+    raw_json_response,
+    unsupported_query,
 )
 
 DEFAULT_PAGE = 100

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.graph._emulator_http import GRAPH_ROOT, ApiError, EmuRequest, EmuResponse
+from reconciler.emulator.wire import GRAPH_ROOT, ApiError, EmuRequest, EmuResponse
 
 ARC_TOKENS_DIR = Path("/var/opt/azcmagent/tokens")
 BEARER_CHALLENGE = (

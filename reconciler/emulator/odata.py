@@ -8,12 +8,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.graph._emulator_http import ApiError, EmuRequest, bad_request, unsupported_query
-from reconciler.graph._emulator_tenant import (
+from reconciler.emulator.tenant import (
     CANONICAL,
     DEFAULT_PROPERTIES,
     SINGLE_ENTITY_PROPERTIES,
 )
+from reconciler.emulator.wire import ApiError, EmuRequest, bad_request, unsupported_query
 
 ADVANCED_HINT = (
     "is not supported because the required parameters might be missing. Try adding "

@@ -11,19 +11,19 @@ import threading
 import time
 from collections.abc import Callable
 
-from reconciler.graph._emulator_admin import PHOTO_UPDATE_SETTINGS, AdminRoutes
-from reconciler.graph._emulator_batch import run_batch
-from reconciler.graph._emulator_faults import FaultDice, Faults, WriteLimiter, throttled
-from reconciler.graph._emulator_http import (
+from reconciler.emulator.admin import PHOTO_UPDATE_SETTINGS, AdminRoutes
+from reconciler.emulator.batch import run_batch
+from reconciler.emulator.faults import FaultDice, Faults, WriteLimiter, throttled
+from reconciler.emulator.photos import PhotoRoutes
+from reconciler.emulator.tenant import Tenant
+from reconciler.emulator.users import UserRoutes
+from reconciler.emulator.wire import (
     ApiError,
     EmuRequest,
     EmuResponse,
     RequestIds,
     method_not_allowed,
 )
-from reconciler.graph._emulator_photos import PhotoRoutes
-from reconciler.graph._emulator_tenant import Tenant
-from reconciler.graph._emulator_users import UserRoutes
 
 BATCH_INNER_CONCURRENCY = 4
 _PHOTO = re.compile(r"^/v1\.0/users/([^/]+)/photo(/\$value)?$")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.graph._emulator_http import (
+from reconciler.emulator.wire import (
     ApiError,
     EmuRequest,
     EmuResponse,

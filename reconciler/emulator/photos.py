@@ -9,8 +9,10 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from reconciler.graph._emulator_faults import Faults, WriteLimiter
-from reconciler.graph._emulator_http import (
+from reconciler.emulator.faults import Faults, WriteLimiter
+from reconciler.emulator.tenant import Tenant, UserRecord
+from reconciler.emulator.users import not_found
+from reconciler.emulator.wire import (
     ApiError,
     EmuRequest,
     EmuResponse,
@@ -18,8 +20,6 @@ from reconciler.graph._emulator_http import (
     json_response,
     method_not_allowed,
 )
-from reconciler.graph._emulator_tenant import Tenant, UserRecord
-from reconciler.graph._emulator_users import not_found
 
 MAX_PHOTO_BYTES = 4 * 1024 * 1024
 MIN_SIDE = 48

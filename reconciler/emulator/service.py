@@ -10,10 +10,10 @@ emulator should mean passing against Graph. Only the standard library and Pillow
         os.environ.update(emu.managed_identity_env())
         ...  # point graph_url at emu.url
 
-Private modules, one job each: `_emulator_http` (request/response values), `_emulator_tenant`
-(the directory), `_emulator_odata` (query options), `_emulator_users`, `_emulator_photos`,
-`_emulator_batch` (routes), `_emulator_router`, `_emulator_auth` (tokens),
-`_emulator_faults` (injected trouble), `_emulator_server` (the socket side).
+Modules of this package, one job each: `wire` (request/response values), `tenant` (the
+directory), `odata` (query options), `users`, `photos`, `batch`, `admin` (routes), `router`,
+`auth` (tokens), `faults` (injected trouble), `server` (the socket side), and this one, which
+puts them together.
 
 Graph's weakest documented promises, as switches on `emu.faults` (all off by default, so the
 emulator behaves like Graph's friendliest examples until a test asks otherwise; each may be
@@ -57,18 +57,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
-from reconciler.graph._emulator_auth import ArcKeyFiles, IdentityEndpoints, TokenStore
-from reconciler.graph._emulator_faults import FaultDice, Faults, throttled
-from reconciler.graph._emulator_http import (
+from reconciler.emulator.auth import ArcKeyFiles, IdentityEndpoints, TokenStore
+from reconciler.emulator.faults import FaultDice, Faults, throttled
+from reconciler.emulator.photos import decode_image
+from reconciler.emulator.router import GraphRouter
+from reconciler.emulator.server import LoopbackServer
+from reconciler.emulator.tenant import StoredPhoto, Tenant
+from reconciler.emulator.wire import (
     ApiError,
     EmuRequest,
     EmuResponse,
     RequestIds,
 )
-from reconciler.graph._emulator_photos import decode_image
-from reconciler.graph._emulator_router import GraphRouter
-from reconciler.graph._emulator_server import LoopbackServer
-from reconciler.graph._emulator_tenant import StoredPhoto, Tenant
 
 __all__ = ["Faults", "GraphEmulator", "RecordedRequest", "StoredPhoto", "Tenant"]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from reconciler.graph._emulator_http import ApiError
+from reconciler.emulator.wire import ApiError
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Faults:
     fail_photo_users: set[str] = field(default_factory=set)
     delete_user_on_photo_write: set[str] = field(default_factory=set)
     # user id -> (status, Graph error code) answered to every photo read and write for that
-    # user, with the message Graph sends for that code (see _emulator_photos.photo_error).
+    # user, with the message Graph sends for that code (see photos.photo_error).
     photo_errors: dict[str, tuple[int, str]] = field(default_factory=dict)
     token_lifetime_s: int = 3600
     # The `roles` claim of tokens issued from now on (photosync needs both defaults; reading
