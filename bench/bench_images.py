@@ -244,7 +244,7 @@ def child_peak_rss_threaded_mb(paths: list[Path], *, budgeted: bool) -> float:
         "import sys\n"
         "from concurrent.futures import ThreadPoolExecutor\n"
         "from pathlib import Path\n"
-        "from reconciler import images, images_budget\n"
+        "from reconciler import images\nfrom reconciler.images import _budget as images_budget\n"
         "if sys.argv[1] == 'unbudgeted':\n"
         "    images.DECODE_BUDGET = images_budget.MemoryBudget(2**62)\n"
         f"with ThreadPoolExecutor({BIG_PNG_WORKERS}) as pool:\n"

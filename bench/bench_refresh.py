@@ -64,7 +64,7 @@ def child_ours(url: str, db: Path, *, full: bool) -> dict[str, Any]:
 
     from reconciler import app
     from reconciler.config import Settings
-    from reconciler.ledger import models, repository
+    from reconciler.ledger import orm, repository
     from reconciler.ledger.db import Ledger
 
     wait_for_go()
@@ -85,7 +85,7 @@ def child_ours(url: str, db: Path, *, full: bool) -> dict[str, Any]:
     with ledger.session() as session:
         users = repository.count_users(session)
         renamed = session.scalar(
-            select(func.count()).where(models.User.display_name.startswith("Renamed "))
+            select(func.count()).where(orm.User.display_name.startswith("Renamed "))
         )
     ledger.dispose()
     return {

@@ -34,7 +34,7 @@ from reconciler.emulator import Faults, GraphEmulator
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import GraphClient
 from reconciler.ledger.db import Ledger
-from reconciler.ledger.models import InboxFile, Run, Upload, User, utcnow
+from reconciler.ledger.orm import InboxFile, Run, Upload, User, utcnow
 from reconciler.model import Outcome
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Engine, engine_from_config, pool
 
-from reconciler.ledger.models import Base
+from reconciler.ledger.orm import Base
 
 config = context.config
 target_metadata = Base.metadata

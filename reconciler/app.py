@@ -25,9 +25,9 @@ from reconciler.errors import ConfigError, DeltaResyncRequired
 from reconciler.executor import ApplyOptions, Executor
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import FILTER_VALUES_LIMIT, GraphClient
-from reconciler.ledger import models, repository
+from reconciler.ledger import orm, repository
 from reconciler.ledger.db import Ledger
-from reconciler.ledger.models import utcnow
+from reconciler.ledger.orm import utcnow
 from reconciler.matching import UserIndex, parse_overrides
 from reconciler.model import (
     USER_SELECT,
@@ -636,7 +636,7 @@ def _seconds_between(then: datetime, now: datetime) -> float:
 PER_USER_COMMANDS = frozenset({"rollback", "verify"})
 
 
-def _run_view(run: models.Run) -> dict[str, Any]:
+def _run_view(run: orm.Run) -> dict[str, Any]:
     """A recorded run as `reconcile --json` printed it (RunSummary.to_json: the contract's
     flat counts, graph_requests, duration_s, dry_run), plus what only the ledger knows:
     command, started_at, exit_code and error. duration_s is None while a run is going. The
@@ -735,8 +735,8 @@ def _drift_rows(session: Session) -> list[ReportRow]:
 
 
 def _report_row(
-    file: models.InboxFile,
-    upload: models.Upload | None,
+    file: orm.InboxFile,
+    upload: orm.Upload | None,
     considered: datetime | None,
     users: dict[str, User],
     include_external: bool,
@@ -817,9 +817,9 @@ def run_details(settings: Settings, run_id: int) -> dict[str, Any] | None:
 
 
 def _run_file_view(
-    run_file: models.RunFile,
-    inbox_file: models.InboxFile,
-    upload: models.Upload | None,
+    run_file: orm.RunFile,
+    inbox_file: orm.InboxFile,
+    upload: orm.Upload | None,
     users: dict[str, User],
 ) -> dict[str, Any]:
     user = users.get(run_file.user_id) if run_file.user_id else None

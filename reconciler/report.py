@@ -5,7 +5,7 @@ and documented in the README ("Report formats"); tests hold the two together.
 One word differs from the rest of the CLI on purpose: here `reason` is the category
 (unmatched, ambiguous...), as the interface contract fixes it for this report, and the
 sentence is `detail`; `status` and `runs` call the category `outcome` and the sentence
-`reason`. The CSV written to a file starts with a UTF-8 byte order mark (cli.py), which
+`reason`. The CSV written to a file starts with a UTF-8 byte order mark (cli/commands.py), which
 Excel needs to read it as UTF-8."""
 
 from __future__ import annotations

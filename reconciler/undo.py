@@ -30,7 +30,7 @@ from reconciler.errors import AuthError, GraphError, GraphUnreachableError
 from reconciler.graph.client import BATCH_LIMIT, GraphClient
 from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
-from reconciler.ledger.models import NO_PHOTO, PhotoChange, Upload
+from reconciler.ledger.orm import NO_PHOTO, PhotoChange, Upload
 from reconciler.model import (
     Action,
     ActionKind,

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import main
-from reconciler.cli_options import LEDGER_ONLY, LEDGER_REPORT, choices_of
+from reconciler.cli.options import LEDGER_ONLY, LEDGER_REPORT, choices_of
 from reconciler.config import SETTINGS, Settings
 from reconciler.emulator import GraphEmulator
 from tests.conftest import cli_args, write_jpeg

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from reconciler import app, images, images_jpeg
+from reconciler import app, images
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.errors import ImageError
 from reconciler.images import SUPPORTED_SUFFIXES, heif_available, prepare, prepare_bytes
-from reconciler.images_budget import MemoryBudget
+from reconciler.images import _jpeg as images_jpeg
+from reconciler.images._budget import MemoryBudget
 from reconciler.model import PreparedImage
 from tests.conftest import ledger_rows
 

@@ -203,7 +203,7 @@ def test_a_jpeg_made_of_thousands_of_scans_is_refused_quickly() -> None:
     bytes, so a small file would keep a worker decoding for minutes."""
     import time
 
-    from reconciler import images_jpeg
+    from reconciler.images import _jpeg as images_jpeg
 
     data = saved(Image.linear_gradient("L").resize((512, 512)), "JPEG", progressive=True)
     last_scan = [s for s in images_jpeg.walk(data).segments if s.marker == 0xDA][-1]

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from reconciler import model, names
 from reconciler.fingerprint import CachedFingerprint
-from reconciler.ledger.models import (
+from reconciler.ledger.orm import (
     NO_PHOTO,
     InboxFile,
     PhotoChange,

@@ -1,162 +1,37 @@
-"""The `photosync` command line: parse, call one app function, render, map errors to exit codes.
-
-Exit codes (contract): 0 every actionable file handled; 1 an upload failed or a file was
-invalid; 2 usage or configuration error; 3 could not run (auth, Graph unreachable, lock).
-"""
+"""The commands of `photosync`: each parses its flags, calls one app or queries function and
+renders what came back. Heavy modules (the ledger, Graph, Pillow) are imported inside the
+command that needs them, so `--version` and `--help` import none of them."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
-from reconciler import __version__, app, cli_options, discovery, logs
-from reconciler import report as report_module
-from reconciler.config import SETTINGS, Settings, load_settings
-from reconciler.errors import (
-    ConfigError,
-    PhotosyncError,
-)
-from reconciler.model import FAILS_RUN, UNDO_OUTCOMES, FileResult, Outcome, Plan, RunSummary
-from reconciler.names import one_line, shown
-
 if TYPE_CHECKING:
-    from click._termui_impl import ProgressBar
+    from reconciler.report import ReportRow
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-# 0 and 1 come from the run's own summary (RunSummary.exit_code).
-EXIT_USAGE, EXIT_CANNOT_RUN = 2, 3
-EXIT_CODES_HELP = """\b
-Exit codes:
-  0  every actionable file handled (unmatched, ambiguous, ineligible, deferred do not fail)
-  1  an upload failed or a file was invalid
-  2  usage or configuration error (a bad setting, a missing or unusable ledger)
-  3  could not run: authentication failed, Graph unreachable, or another run holds the lock"""
-
-
-def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"photosync: error: {message}", err=True)
-    sys.exit(code)
-
-
-def settings_options(command: F) -> F:
-    """--config plus one flag per setting, all declared once in config.SETTINGS; the
-    command's help lists every setting (settings_options_using lists fewer)."""
-    return _with_settings(command, None)
-
-
-def settings_options_using(*uses: str) -> Callable[[F], F]:
-    """settings_options for a command that reads only the settings `uses`: its --help lists
-    those alone; the other flags are accepted, hidden (reconciler/cli_options.py)."""
-    return lambda command: _with_settings(command, uses)
-
-
-def _with_settings(command: F, uses: tuple[str, ...] | None) -> F:
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        config_file = kwargs.pop("config_file")
-        flags = {spec.name: kwargs.pop(spec.name) for spec in SETTINGS if not spec.env_only}
-        try:
-            settings = load_settings(chosen_config(config_file).path, os.environ, flags)
-            logs.configure(settings.log_level, settings.log_format, settings.log_file)
-        except ConfigError as exc:
-            fail(str(exc), EXIT_USAGE)
-        return command(settings, *args, **kwargs)
-
-    for spec in reversed(SETTINGS):
-        if spec.env_only:
-            continue
-        hidden = uses is not None and spec.name not in uses
-        wrapper = cli_options.setting_option(spec, hidden=hidden)(wrapper)
-    wrapper = click.option(
-        "--config",
-        "config_file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="TOML file with a [photosync] table of settings.",
-    )(wrapper)
-    return wrapper  # type: ignore[return-value]
-
-
-def guarded(command: F) -> F:
-    """Turn our errors into one line and the contract's exit code; never a traceback. The
-    line also goes to the log (so a --log-file has it), with the traceback at debug."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as exc:
-            fatal(str(exc), EXIT_USAGE, exc)
-        except PhotosyncError as exc:
-            fatal(str(exc), EXIT_CANNOT_RUN, exc)
-        except KeyboardInterrupt as exc:
-            fatal("interrupted; the next run picks up where this one stopped", EXIT_CANNOT_RUN, exc)
-        except (click.ClickException, click.exceptions.Exit):
-            raise
-        except Exception as exc:  # a photosync bug: still one line, the traceback at debug
-            fatal(
-                f"unexpected {type(exc).__name__}: {exc}; run again with --log-level debug "
-                "for the traceback, and report it",
-                EXIT_CANNOT_RUN,
-                exc,
-            )
-
-    return wrapper  # type: ignore[return-value]
-
-
-def fatal(message: str, code: int, exc: BaseException) -> NoReturn:
-    """The last word of a command that cannot go on: logged (reaching --log-file, in its
-    format; with the traceback at debug), then one line on stderr."""
-    log = logging.getLogger("reconciler")
-    debug = log.isEnabledFor(logging.DEBUG)
-    if debug or not logs.to_stderr():  # else the line below is already on stderr
-        log.error("%s", one_line(message), exc_info=exc if debug else None)
-    fail(one_line(message), code)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-
-
-class OneLineErrors(click.Group):
-    """The `photosync` group: a usage mistake (unknown option, bad choice, missing argument)
-    is one line on stderr naming what is wrong, with exit code 2, like every other
-    operator mistake; never click's three-line block."""
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, False, **extra)
-        try:
-            code = super().main(args, prog_name, complete_var, False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:  # `photosync runs`: help, not a mistake
-            click.echo(exc.format_message())
-            sys.exit(0)
-        except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx else "photosync"
-            fail(f"{exc.format_message().rstrip('.')} (see `{where} --help`)", EXIT_USAGE)
-        except click.ClickException as exc:
-            fail(exc.format_message(), exc.exit_code)
-        except click.Abort:
-            fail("interrupted", EXIT_CANNOT_RUN)
-        sys.exit(code if isinstance(code, int) else 0)
+from reconciler import __version__, logs
+from reconciler.cli.exits import EXIT_CODES_HELP, EXIT_USAGE, OneLineErrors, fail, fatal, guarded
+from reconciler.cli.options import (
+    GROUP_CONFIG,
+    LEDGER_ONLY,
+    LEDGER_REPORT,
+    chosen_config,
+    json_option,
+    settings_options,
+    settings_options_using,
+)
+from reconciler.cli.progress import on_terminal, progress_hooks
+from reconciler.cli.render import finish, render_dry_run, render_results, run_line
+from reconciler.config import SETTINGS, Settings
+from reconciler.model import Outcome
+from reconciler.names import one_line
 
 
 @click.group(
@@ -187,148 +62,6 @@ def main(ctx: click.Context, group_config_file: Path | None) -> None:
         ctx.exit(0)
 
 
-GROUP_CONFIG = "photosync.group_config"
-
-
-def chosen_config(command_flag: Path | None) -> discovery.ConfigChoice:
-    """The config file a command reads: its own --config, else one given before the command
-    name, else the discovery ladder (reconciler/discovery.py)."""
-    ctx = click.get_current_context(silent=True)
-    group_flag = ctx.meta.get(GROUP_CONFIG) if ctx is not None else None
-    return discovery.choose(command_flag or group_flag, os.environ)
-
-
-# --- rendering
-
-
-_VERB = {
-    Outcome.UPLOADED: "upload",
-    Outcome.UNCHANGED: "unchanged",
-    Outcome.UNMATCHED: "unmatched",
-    Outcome.AMBIGUOUS: "ambiguous",
-    Outcome.INELIGIBLE: "ineligible",
-    Outcome.INVALID: "invalid",
-    Outcome.FAILED: "failed",
-    Outcome.DEFERRED: "deferred",
-    Outcome.IGNORED: "ignored",
-    Outcome.RESTORED: "restore",
-    Outcome.REMOVED: "remove",
-    Outcome.SKIPPED: "skip",
-    Outcome.DRIFTED: "drifted",
-}
-
-
-def render_predicted(summary: RunSummary) -> None:
-    """A dry run's line per file: what a real run would record (reconciler/dry_run.py)."""
-    for result in sorted(summary.results, key=lambda r: r.file):
-        if result.outcome in UNDO_OUTCOMES:
-            continue  # render_pruned shows those
-        verb = "would upload" if result.outcome is Outcome.UPLOADED else result.outcome.value
-        user = f"  ->  {result.user_label}" if result.user_label else ""
-        click.echo(one_line(f"{verb:<12}  {result.file}{user}  ({result.reason})"))
-
-
-def render_results(results: list[FileResult], *, everything: bool) -> None:
-    """Every file for a person at a terminal; off a terminal (a scheduled run) only the files
-    that make the run exit 1, so the mail or journal entry says why and stays short."""
-    for result in sorted(results, key=lambda r: r.file):
-        if not everything and result.outcome not in FAILS_RUN:
-            continue
-        where = f"  => {shown(str(result.destination))}" if result.destination else ""
-        click.echo(one_line(f"{result.outcome.value:<10}  {result.file}  ({result.reason}){where}"))
-
-
-def render_summary(summary: RunSummary) -> None:
-    counts = ", ".join(f"{o.value} {n}" for o, n in summary.counts.items() if n)
-    dry = " (dry run: what a real run would do; nothing was changed)" if summary.dry_run else ""
-    click.echo(
-        f"run {summary.run_id}{dry}: {counts or 'nothing to do'}; "
-        f"{summary.graph_requests} Graph requests in {summary.duration_s:.1f}s"
-    )
-
-
-def finish(summary: RunSummary, as_json: bool, lines: Callable[[], None]) -> None:
-    for refusal in summary.refusals:  # e.g. prune refused: one line each, on stderr
-        click.echo(f"photosync: {one_line(refusal)}", err=True)
-    if as_json:
-        click.echo(json.dumps(summary.to_json()))
-    else:
-        lines()
-        render_summary(summary)
-    sys.exit(summary.exit_code)
-
-
-def on_terminal() -> bool:
-    return sys.stdout.isatty()
-
-
-_STAGES = {
-    "scan": "Scanning the inbox",
-    "users": "Refreshing users from Graph",
-    "upload": "Handling files",
-}
-
-
-class TerminalProgress:
-    """Progress on stderr for a person watching: a line per stage, a running count of users
-    refreshed, a bar over the files. file_done arrives from the upload threads, hence the
-    lock."""
-
-    def __init__(self) -> None:
-        self.bars = ExitStack()  # the open progress bars, closed when the run ends
-        self._bar: ProgressBar[int] | None = None
-        self._users = 0
-        self._lock = threading.Lock()
-
-    def hooks(self) -> app.Progress:
-        return app.Progress(
-            stage=self.stage,
-            users=self.users,
-            uploads_total=self.uploads_total,
-            file_done=self.file_done,
-        )
-
-    def stage(self, name: str) -> None:
-        self.end_users_line()
-        click.echo(f"{_STAGES.get(name, name)}...", err=True)
-
-    def users(self, count: int) -> None:
-        self._users += count
-        click.echo(f"\r  users refreshed: {self._users}", err=True, nl=False)
-
-    def uploads_total(self, total: int) -> None:
-        self._bar = self.bars.enter_context(
-            click.progressbar(length=total, label="  files", show_pos=True, file=sys.stderr)
-        )
-
-    def file_done(self, _result: FileResult) -> None:
-        with self._lock:
-            if self._bar is not None:
-                self._bar.update(1)
-
-    def end_users_line(self) -> None:
-        if self._users:
-            click.echo(err=True)
-            self._users = 0
-
-
-@contextmanager
-def progress_hooks() -> Iterator[app.Progress]:
-    """Bars only for a person at a terminal; a scheduled run's stderr stays empty."""
-    if not sys.stderr.isatty():
-        yield app.Progress()
-        return
-    terminal = TerminalProgress()
-    try:
-        with terminal.bars:
-            yield terminal.hooks()
-    finally:
-        terminal.end_users_line()
-
-
-# --- commands
-
-
 @main.command()
 @click.option(
     "--dry-run",
@@ -346,6 +79,8 @@ def reconcile(settings: Settings, dry_run: bool, full_refresh: bool, as_json: bo
     Example:
       photosync reconcile --inbox-dir /Photos/InProgress --dry-run
     """
+    from reconciler import app
+
     with progress_hooks() as progress:
         summary, plan = app.reconcile(
             settings, dry_run=dry_run, full_refresh=full_refresh, progress=progress
@@ -360,19 +95,6 @@ def reconcile(settings: Settings, dry_run: bool, full_refresh: bool, as_json: bo
             else render_results(summary.results, everything=everything)
         ),
     )
-
-
-def render_dry_run(plan: Plan, summary: RunSummary) -> None:
-    render_predicted(summary)
-    render_pruned(summary)
-
-
-def render_pruned(summary: RunSummary) -> None:
-    """What a dry run with prune would remove (or leave, and why)."""
-    for result in summary.results:
-        if result.outcome in (Outcome.REMOVED, Outcome.SKIPPED):
-            line = f"{_VERB[result.outcome]:<10}  {result.file}  ->  {result.user_label}"
-            click.echo(one_line(f"{line}  ({result.reason})"))
 
 
 @main.command()
@@ -393,6 +115,7 @@ def rollback(
     Example:
       photosync rollback 42 --dry-run
     """
+    from reconciler import app
     from reconciler.undo import UsageError
 
     try:
@@ -416,6 +139,8 @@ def verify(settings: Settings, fix: bool, as_json: bool) -> None:
     Example:
       photosync verify --fix
     """
+    from reconciler import app
+
     # The run object, like every command; who drifted and since when is in the lines
     # printed without --json and in `report unmatched` (reason "drifted").
     summary, _drifts = app.verify(settings, fix=fix)
@@ -445,6 +170,8 @@ def retry_failed(settings: Settings, include_permanent: bool, as_json: bool) -> 
     Example:
       photosync retry-failed --json
     """
+    from reconciler import app
+
     with progress_hooks() as progress:
         summary, _plan = app.retry_failed(
             settings, include_permanent=include_permanent, progress=progress
@@ -512,7 +239,7 @@ def db() -> None:
 
 @db.command()
 @json_option
-@settings_options_using(*cli_options.LEDGER_ONLY)
+@settings_options_using(*LEDGER_ONLY)
 @guarded
 def upgrade(settings: Settings, as_json: bool) -> None:
     """Apply the ledger's migrations (reconcile also does this on start).
@@ -521,6 +248,8 @@ def upgrade(settings: Settings, as_json: bool) -> None:
     Example:
       photosync db upgrade
     """
+    from reconciler import app
+
     where, revision = app.upgrade_database(settings)
     if as_json:
         click.echo(json.dumps({"ledger": where, "schema_revision": revision}))
@@ -551,7 +280,7 @@ def demo(keep: Path | None) -> None:
 @main.command()
 @click.option("--runs", default=10, show_default=True, help="How many recent runs to show.")
 @json_option
-@settings_options_using(*cli_options.LEDGER_REPORT)
+@settings_options_using(*LEDGER_REPORT)
 @guarded
 def status(settings: Settings, runs: int, as_json: bool) -> None:
     """Show the last runs, the files waiting, failures by reason and the ledger's state.
@@ -564,6 +293,8 @@ def status(settings: Settings, runs: int, as_json: bool) -> None:
     Example:
       photosync status --config /etc/photosync.toml --runs 5
     """
+    from reconciler import app
+
     info = app.status(settings, runs=runs)
     # Links and folders in the inbox, each with what to do: nothing else lists them.
     info["ignored"] = [
@@ -601,17 +332,6 @@ def status(settings: Settings, runs: int, as_json: bool) -> None:
         click.echo("  " + run_line(run))
 
 
-def run_line(run: dict[str, Any]) -> str:
-    counts = ", ".join(f"{o.value} {run[o.value]}" for o in Outcome if run.get(o.value)) or "-"
-    duration = "running" if run["duration_s"] is None else f"{run['duration_s']}s"
-    dry = " (dry run)" if run["dry_run"] else ""
-    error = f" error: {run['error']}" if run["error"] else ""
-    return (
-        f"#{run['run_id']} {run['command']}{dry} {run['started_at']} {duration} "
-        f"exit {run['exit_code']} graph {run['graph_requests']}: {counts}{error}"
-    )
-
-
 @main.group()
 def runs() -> None:
     """Look into past runs recorded in the ledger (read-only).
@@ -632,7 +352,7 @@ def runs() -> None:
     help="How many runs to list, newest first.",
 )
 @json_option
-@settings_options_using(*cli_options.LEDGER_ONLY)
+@settings_options_using(*LEDGER_ONLY)
 @guarded
 def runs_list(settings: Settings, limit: int, as_json: bool) -> None:
     """List the last runs, newest first; --json prints a list of the objects `reconcile
@@ -642,6 +362,8 @@ def runs_list(settings: Settings, limit: int, as_json: bool) -> None:
     Example:
       photosync runs list --limit 5 --json
     """
+    from reconciler import app
+
     listed = app.runs_list(settings, limit=limit)
     if as_json:
         click.echo(json.dumps(listed, default=str))
@@ -655,7 +377,7 @@ def runs_list(settings: Settings, limit: int, as_json: bool) -> None:
 @runs.command()
 @click.argument("run_id", type=int)
 @json_option
-@settings_options_using(*cli_options.LEDGER_ONLY)
+@settings_options_using(*LEDGER_ONLY)
 @guarded
 def show(settings: Settings, run_id: int, as_json: bool) -> None:
     """Show what run RUN_ID did, file by file (`photosync status` lists the run ids).
@@ -664,6 +386,8 @@ def show(settings: Settings, run_id: int, as_json: bool) -> None:
     Example:
       photosync runs show 42 --json
     """
+    from reconciler import app
+
     details = app.run_details(settings, run_id)
     if details is None:
         fail(
@@ -701,19 +425,23 @@ def report() -> None:
     """
 
 
-_RENDERERS: dict[str, Callable[[list[report_module.ReportRow]], str]] = {
-    "table": report_module.to_table,
-    "csv": report_module.to_csv,
-    "json": report_module.to_json,
-    "html": lambda rows: report_module.to_html(rows, datetime.now(UTC)),
-}
+REPORT_FORMATS = ("table", "csv", "json", "html")
+
+
+def render_report(rows: list[ReportRow], fmt: str) -> str:
+    from reconciler import report as report_module
+
+    if fmt == "html":
+        return report_module.to_html(rows, datetime.now(UTC))
+    renderers = {"table": report_module.to_table, "csv": report_module.to_csv}
+    return renderers.get(fmt, report_module.to_json)(rows)
 
 
 @report.command()
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(list(_RENDERERS)),
+    type=click.Choice(REPORT_FORMATS),
     default=None,
     show_default="table",
     help="table for a terminal; csv and json are stable (README, Report formats); "
@@ -732,7 +460,7 @@ _RENDERERS: dict[str, Callable[[list[report_module.ReportRow]], str]] = {
     default=None,
     help="Write to this file instead of stdout.",
 )
-@settings_options_using(*cli_options.LEDGER_REPORT)
+@settings_options_using(*LEDGER_REPORT)
 @guarded
 def unmatched(
     settings: Settings, fmt: str | None, as_json: bool, excel: bool, output: Path | None
@@ -744,8 +472,10 @@ def unmatched(
     Example:
       photosync report unmatched --format csv --output unmatched.csv
     """
+    from reconciler import app
+
     chosen = report_format(fmt, as_json=as_json, excel=excel)
-    text = _RENDERERS[chosen](app.report_unmatched(settings))
+    text = render_report(app.report_unmatched(settings), chosen)
     if not text.endswith("\n"):
         text += "\n"
     # Excel reads a CSV without a byte order mark as the local code page: "José" garbled.
@@ -776,9 +506,6 @@ def report_format(fmt: str | None, *, as_json: bool, excel: bool) -> str:
             "give one of them"
         )
     return asked.pop() if asked else "table"
-
-
-# --- setting up and checking a machine (init, config show, doctor, emulator)
 
 
 @main.command()

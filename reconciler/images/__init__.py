@@ -10,7 +10,7 @@ The route through `prepare`:
    implausibly large (a decompression bomb) or too small to be a face;
 2. a JPEG that already fits, needs no rotation or colour conversion, goes out as it is
    ("original"), or with every segment not on the allow-list of picture segments cut out at
-   the marker level ("stripped"; see images_jpeg.cleaned);
+   the marker level ("stripped"; see _jpeg.cleaned);
 3. anything else is decoded once, at the smallest JPEG DCT scale that still covers the target
    size (`Image.draft`), flattened to 8-bit RGB, centre-cropped if asked, resampled with
    Lanczos, colour-managed into sRGB, turned upright from its EXIF orientation, and encoded as
@@ -44,10 +44,10 @@ from typing import Literal
 
 from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
-from reconciler import images_budget, images_color, images_jpeg
 from reconciler.errors import ImageError
 from reconciler.faces import cut, detect, framing
 from reconciler.faces import quality as photo_quality
+from reconciler.images import _budget, _color, _jpeg
 from reconciler.model import IMAGE_SUFFIXES, PreparedImage
 
 SUPPORTED_SUFFIXES = IMAGE_SUFFIXES
@@ -114,12 +114,12 @@ _BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 _Path = Literal["original", "stripped", "reencoded"]
 
 # The budget for decoded pixels, shared by every thread that prepares a photo (see
-# images_budget and docs/reliability.md). 384 MiB lets four 12-megapixel photos decode at once,
+# _budget.py and docs/reliability.md). 384 MiB lets four 12-megapixel photos decode at once,
 # while a 63-megapixel PNG (252 MB as pixels, 504 MB with alpha) takes most or all of it: four
 # of those at the default concurrency peak at 0.54 GB instead of 1.6 GB (bench/bench_images.py).
 # Replace it with another MemoryBudget to change the capacity.
-DECODE_BUDGET = images_budget.MemoryBudget(384 * 2**20)
-images_budget.return_large_blocks_to_the_os()
+DECODE_BUDGET = _budget.MemoryBudget(384 * 2**20)
+_budget.return_large_blocks_to_the_os()
 
 # What a decoder holds per pixel besides Pillow's image. Pillow reads every WebP through
 # libwebp's animation decoder, which keeps a frame and a canvas of its own and hands over a
@@ -186,7 +186,7 @@ def prepare_bytes(
         raise ImageError(_EMPTY)
     try:
         # Only the header is read before the reservation; the pixels are decoded under it,
-        # and it is held until they are freed (see images_budget).
+        # and it is held until they are freed (see _budget.py).
         with (
             _pillow_warnings(),
             _open(data) as im,
@@ -356,15 +356,15 @@ def _passthrough(
         and photo.metadata_readable
         and max(photo.width, photo.height) <= max_dimension
         and (crop is None or (crop == "square" and photo.width == photo.height))
-        and images_color.is_srgb(photo.icc_profile, photo.mode)
+        and _color.is_srgb(photo.icc_profile, photo.mode)
     ):
         return None
     layout = _jpeg_layout(data)
-    if layout.frame_marker not in images_jpeg.PORTABLE_FRAMES:
+    if layout.frame_marker not in _jpeg.PORTABLE_FRAMES:
         return None
-    if images_jpeg.frame_precision(data, layout) != 8:
+    if _jpeg.frame_precision(data, layout) != 8:
         return None
-    out = images_jpeg.cleaned(data, layout)
+    out = _jpeg.cleaned(data, layout)
     if out is None or len(out) > max_bytes:
         return None
     _verify_decodes(out, (photo.width, photo.height))
@@ -389,14 +389,14 @@ def _prepared(
     )
 
 
-def _jpeg_layout(data: bytes) -> images_jpeg.Layout:
+def _jpeg_layout(data: bytes) -> _jpeg.Layout:
     """The JPEG's segments, checked before any pixel is decoded: complete, and not a bomb."""
     try:
-        layout = images_jpeg.walk(data)
-    except images_jpeg.JpegStructureError as exc:
+        layout = _jpeg.walk(data)
+    except _jpeg.JpegStructureError as exc:
         raise ImageError(_damaged(exc)) from exc
-    scans = images_jpeg.scan_count(layout)
-    if scans > images_jpeg.MAX_SCANS:
+    scans = _jpeg.scan_count(layout)
+    if scans > _jpeg.MAX_SCANS:
         raise ImageError(
             f"the JPEG is made of {scans} scans, where a photo has at most a few dozen, and "
             "would take minutes to decode; open it and save it again as a standard JPEG"
@@ -433,10 +433,10 @@ def _reencode(
         _jpeg_layout(data)
         im.draft("RGB", _draft_request(photo.width, photo.height, stored_out, crop == "square"))
     im.load()
-    pixels = images_color.to_working_mode(im)
+    pixels = _color.to_working_mode(im)
     box = _centre_square(pixels.size) if crop == "square" else _whole(pixels.size)
     resized = pixels.resize(stored_out, Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
-    rgb = images_color.to_srgb(resized, photo.icc_profile)
+    rgb = _color.to_srgb(resized, photo.icc_profile)
     upright = _apply_orientation(rgb, photo.orientation)
     notes = _notes(upright, require_face)
     encoded = _encode_within(upright, max_bytes)
@@ -464,7 +464,7 @@ def _reencode_face(
     im.load()
     # Upright before detection: the cascade finds upright faces only, and the eye line must
     # be measured in the picture as people will see it.
-    upright = _apply_orientation(images_color.to_working_mode(im), photo.orientation)
+    upright = _apply_orientation(_color.to_working_mode(im), photo.orientation)
     found = detect.faces_in(upright)
     face_notes = _face_verdict(found, upright.size, require_face)
     face = framing.largest(found)
@@ -474,7 +474,7 @@ def _reencode_face(
     to_source = photo.upright_size[0] / upright.width
     # Never enlarged: the side is at most the square's size in the source's own pixels.
     side = max(1, min(max_dimension, math.floor(square.width * to_source)))
-    framed = images_color.to_srgb(cut.cut_square(upright, square, side), photo.icc_profile)
+    framed = _color.to_srgb(cut.cut_square(upright, square, side), photo.icc_profile)
     del upright
     to_output = side / square.width
     face_out = (
@@ -598,11 +598,11 @@ def _decoded_cost(im: Image.Image, out: tuple[int, int], crop: str | None) -> in
     transparency = "transparency" in im.info
     if im.format != "JPEG":
         per_pixel = (
-            images_color.pixel_bytes(im.mode)
-            + images_color.working_bytes_per_pixel(im.mode, transparency=transparency)
+            _color.pixel_bytes(im.mode)
+            + _color.working_bytes_per_pixel(im.mode, transparency=transparency)
             + _DECODER_BYTES_PER_PIXEL.get(im.format or "", 0)
             # Face framing turns the working pixels upright before it crops: one more copy.
-            + (images_color.pixel_bytes(im.mode) if crop == "face" else 0)
+            + (_color.pixel_bytes(im.mode) if crop == "face" else 0)
         )
         return im.width * im.height * per_pixel
     request = (
@@ -613,14 +613,14 @@ def _decoded_cost(im: Image.Image, out: tuple[int, int], crop: str | None) -> in
     reduction = _draft_reduction(im.size, request)
     decoded = math.ceil(im.width / reduction) * math.ceil(im.height / reduction)
     mode = "RGB" if im.mode == "YCbCr" else im.mode
-    per_decoded_pixel = images_color.pixel_bytes(mode) + images_color.working_bytes_per_pixel(
+    per_decoded_pixel = _color.pixel_bytes(mode) + _color.working_bytes_per_pixel(
         mode, transparency=transparency
     )
     # A progressive JPEG is decoded from a coefficient buffer covering the full-size image,
     # whatever the draft scale: two bytes per sample, at most one sample per band per pixel.
     coefficients = 2 * len(im.getbands()) * im.width * im.height if _progressive(im) else 0
     # Face framing turns the decoded pixels upright before it crops: one more copy.
-    upright_copy = decoded * images_color.pixel_bytes(mode) if crop == "face" else 0
+    upright_copy = decoded * _color.pixel_bytes(mode) if crop == "face" else 0
     return decoded * per_decoded_pixel + coefficients + upright_copy
 
 

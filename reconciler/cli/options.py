@@ -9,12 +9,18 @@ flags to every command. A command without a tuple (`None`) lists every setting.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler.config import Settings, SettingSpec
+from reconciler import discovery, logs
+from reconciler.cli.exits import EXIT_USAGE, F, fail
+from reconciler.config import SETTINGS, Settings, SettingSpec, load_settings
+from reconciler.errors import ConfigError
 
 # Every command that opens a ledger reads these.
 LEDGER = ("database_url", "log_level", "log_format", "log_file")
@@ -97,3 +103,56 @@ def setting_option(spec: SettingSpec, *, hidden: bool) -> Callable[[Any], Any]:
         metavar=metavar_of(spec),
         help=f"{spec.help} [env {spec.env_var}; default: {default}]",
     )
+
+
+def settings_options(command: F) -> F:
+    """--config plus one flag per setting, all declared once in config.SETTINGS; the
+    command's help lists every setting (settings_options_using lists fewer)."""
+    return _with_settings(command, None)
+
+
+def settings_options_using(*uses: str) -> Callable[[F], F]:
+    """settings_options for a command that reads only the settings `uses`: its --help lists
+    those alone; the other flags are accepted, hidden (the tuples above)."""
+    return lambda command: _with_settings(command, uses)
+
+
+def _with_settings(command: F, uses: tuple[str, ...] | None) -> F:
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        config_file = kwargs.pop("config_file")
+        flags = {spec.name: kwargs.pop(spec.name) for spec in SETTINGS if not spec.env_only}
+        try:
+            settings = load_settings(chosen_config(config_file).path, os.environ, flags)
+            logs.configure(settings.log_level, settings.log_format, settings.log_file)
+        except ConfigError as exc:
+            fail(str(exc), EXIT_USAGE)
+        return command(settings, *args, **kwargs)
+
+    for spec in reversed(SETTINGS):
+        if spec.env_only:
+            continue
+        hidden = uses is not None and spec.name not in uses
+        wrapper = setting_option(spec, hidden=hidden)(wrapper)
+    wrapper = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="TOML file with a [photosync] table of settings.",
+    )(wrapper)
+    return wrapper  # type: ignore[return-value]
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+GROUP_CONFIG = "photosync.group_config"
+
+
+def chosen_config(command_flag: Path | None) -> discovery.ConfigChoice:
+    """The config file a command reads: its own --config, else one given before the command
+    name, else the discovery ladder (reconciler/discovery.py)."""
+    ctx = click.get_current_context(silent=True)
+    group_flag = ctx.meta.get(GROUP_CONFIG) if ctx is not None else None
+    return discovery.choose(command_flag or group_flag, os.environ)
