@@ -17,7 +17,7 @@ from reconciler.archive import Archive, ArchiveError, default_archive_dir
 from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
-from tests.conftest import (
+from tests.helpers import (
     cli_args,
     jpeg_bytes,
     ledger_rows,

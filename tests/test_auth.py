@@ -448,7 +448,7 @@ def test_client_id_on_an_arc_agent_without_user_assigned_identities_exits_3(
     from click.testing import CliRunner
 
     from reconciler.cli import main
-    from tests.conftest import write_jpeg
+    from tests.helpers import write_jpeg
 
     _needs_arc_folder()
     agent = LegacyArcAgent()
@@ -510,7 +510,7 @@ def test_an_arc_key_file_this_account_cannot_read_names_the_himds_group(tmp_path
     import sys
 
     from reconciler.emulator import GraphEmulator, identity_environment
-    from tests.conftest import write_jpeg
+    from tests.helpers import write_jpeg
 
     _needs_arc_folder()
     # The agent's folder as a real one is: its owner and group (himds) only. This account is

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
-from tests.conftest import cli_args, write_jpeg
+from tests.helpers import cli_args, write_jpeg
 
 
 def test_off_a_terminal_a_run_prints_only_its_summary(

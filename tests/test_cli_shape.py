@@ -16,7 +16,7 @@ from reconciler.cli import main
 from reconciler.cli.options import LEDGER_ONLY, LEDGER_REPORT, choices_of
 from reconciler.config import SETTINGS, Settings
 from reconciler.emulator import GraphEmulator
-from tests.conftest import cli_args, write_jpeg
+from tests.helpers import cli_args, write_jpeg
 
 
 def walk(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

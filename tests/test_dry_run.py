@@ -15,7 +15,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.images import MAX_PIXELS
-from tests.conftest import cli_args, jpeg_bytes, ledger_rows, write_jpeg
+from tests.helpers import cli_args, jpeg_bytes, ledger_rows, write_jpeg
 
 COUNTS = ("uploaded", "unchanged", "unmatched", "ambiguous", "ineligible", "invalid", "failed")
 

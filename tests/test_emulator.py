@@ -20,7 +20,7 @@ from azure.identity import ManagedIdentityCredential
 from PIL import Image
 
 from reconciler.emulator import GraphEmulator, identity_environment
-from tests.conftest import jpeg_bytes
+from tests.helpers import delta_round, error_of, follow, jpeg_bytes, v1
 
 SELECT = "id,displayName,userPrincipalName,accountEnabled,userType"
 ADVANCED_HINT = "ConsistencyLevel:eventual"
@@ -43,32 +43,6 @@ def graph(emulator: GraphEmulator) -> Iterator[requests.Session]:
     with requests.Session() as session:
         session.headers["Authorization"] = f"Bearer {bearer(emulator)}"
         yield session
-
-
-def v1(emulator: GraphEmulator, path: str) -> str:
-    return f"{emulator.url}/v1.0/{path}"
-
-
-def error_of(response: requests.Response) -> dict[str, Any]:
-    error: dict[str, Any] = response.json()["error"]
-    return error
-
-
-def follow(session: requests.Session, url: str, **kwargs: Any) -> list[dict[str, Any]]:
-    """Every page of a listing or delta round, in order."""
-    pages = []
-    next_url: str | None = url
-    while next_url:
-        response = session.get(next_url, **kwargs)
-        assert response.status_code == 200, response.text
-        pages.append(response.json())
-        next_url = pages[-1].get("@odata.nextLink")
-    return pages
-
-
-def delta_round(session: requests.Session, url: str, **kwargs: Any) -> tuple[list[Any], str]:
-    pages = follow(session, url, **kwargs)
-    return [item for page in pages for item in page["value"]], pages[-1]["@odata.deltaLink"]
 
 
 # -- tokens and auth ----------------------------------------------------------------------

@@ -13,7 +13,8 @@ import requests
 
 from reconciler.emulator import GraphEmulator
 from reconciler.emulator.tenant import DEFAULT_PROPERTIES
-from tests.test_emulator import delta_round, error_of, follow, graph, v1
+from tests.helpers import delta_round, error_of, follow, v1
+from tests.test_emulator import graph
 
 __all__ = ["graph"]  # the fixture, imported so pytest finds it here
 

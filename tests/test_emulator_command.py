@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from reconciler.cli import main
 from reconciler.emulator import OTHER_IDENTITY_VARIABLES
-from tests.conftest import write_jpeg
+from tests.helpers import write_jpeg
 
 PHOTOSYNC = [sys.executable, "-m", "reconciler"]
 

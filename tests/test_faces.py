@@ -29,7 +29,7 @@ from reconciler.faces import framing
 from reconciler.faces.detect import faces_in
 from reconciler.faces.framing import Box
 from reconciler.model import Outcome
-from tests.conftest import cli_args, ledger_rows, outcomes
+from tests.helpers import cli_args, ledger_rows, outcomes
 
 DATA = Path(__file__).parent / "data"
 ASTRONAUT = DATA / "astronaut.png"

@@ -16,7 +16,7 @@ from reconciler.emulator import GraphEmulator
 from reconciler.errors import ImageError
 from reconciler.matching import name_key
 from reconciler.model import IMAGE_SUFFIXES, Outcome
-from tests.conftest import outcomes
+from tests.helpers import outcomes
 
 DATA = Path(__file__).parent / "data"
 PSD = DATA / "hopper.psd"  # Pillow's test image (tests/data/README.md)

@@ -39,7 +39,7 @@ from reconciler.graph.client import (
     parse_error_body,
 )
 from reconciler.model import UploadReceipt
-from tests.conftest import jpeg_bytes
+from tests.helpers import jpeg_bytes
 
 # -- pure helpers -------------------------------------------------------------------------
 

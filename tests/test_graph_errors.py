@@ -20,7 +20,7 @@ from reconciler.emulator import GraphEmulator
 from reconciler.errors import GraphOperation, PermanentGraphError, graph_advice
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import GraphClient
-from tests.conftest import cli_args, jpeg_bytes, ledger_rows, write_jpeg
+from tests.helpers import cli_args, jpeg_bytes, ledger_rows, write_jpeg
 
 WRITE, READ, USERS = GraphOperation.PHOTO_WRITE, GraphOperation.PHOTO_READ, GraphOperation.USER_READ
 

@@ -25,7 +25,7 @@ from reconciler.images import SUPPORTED_SUFFIXES, heif_available, prepare, prepa
 from reconciler.images import _jpeg as images_jpeg
 from reconciler.images._budget import MemoryBudget
 from reconciler.model import PreparedImage
-from tests.conftest import ledger_rows
+from tests.helpers import ledger_rows
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

@@ -18,7 +18,7 @@ from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.logs import JsonLineFormatter, OneLineFormatter
 from reconciler.scanner import FOLDER_REASON, LINK_REASON
-from tests.conftest import cli_args, jpeg_bytes, ledger_rows, write_jpeg
+from tests.helpers import cli_args, jpeg_bytes, ledger_rows, write_jpeg
 
 NOT_UTF8_NAME = b"Caf\xe9.jpg"
 

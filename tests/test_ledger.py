@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 
 from reconciler.errors import LedgerError, RunLockedError
 from reconciler.ledger.db import Ledger, ledger_file_warnings, migrations_config
-from tests.conftest import lock_holder
+from tests.helpers import lock_holder
 
 
 def test_upgrade_from_empty_creates_every_table(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
-from tests.conftest import cli_args, ledger_rows, write_jpeg
+from tests.helpers import cli_args, ledger_rows, write_jpeg
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from reconciler import app, moves
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.model import Outcome
-from tests.conftest import cli_args, ledger_rows, outcomes, write_jpeg
+from tests.helpers import cli_args, ledger_rows, outcomes, write_jpeg
 
 # --- within one file system
 

@@ -16,7 +16,7 @@ from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.names import shown
 from reconciler.scanner import is_junk
-from tests.conftest import jpeg_bytes
+from tests.helpers import jpeg_bytes
 
 NAME_MAX = 255
 SUFFIXES = (b".jpg", b".JPEG", b".png", b".txt", b"")

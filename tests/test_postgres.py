@@ -20,7 +20,7 @@ from reconciler.emulator import GraphEmulator
 from reconciler.errors import RunLockedError
 from reconciler.ledger.db import Ledger, migrations_config
 from reconciler.model import Outcome
-from tests.conftest import lock_holder, write_jpeg
+from tests.helpers import lock_holder, write_jpeg
 
 URL = os.environ.get("PHOTOSYNC_TEST_POSTGRES_URL")
 if URL is None:

@@ -24,7 +24,7 @@ from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.faces.detect import faces_in
 from reconciler.preview import CROP_COLOUR
-from tests.conftest import cli_args
+from tests.helpers import cli_args
 
 DATA = Path(__file__).parent / "data"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
-from tests.conftest import cli_args, jpeg_bytes, ledger_rows, write_jpeg
+from tests.helpers import cli_args, jpeg_bytes, ledger_rows, write_jpeg
 
 PEOPLE = ("Jane Doe", "Bob Smith", "Carol White")
 

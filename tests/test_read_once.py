@@ -13,7 +13,7 @@ from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.executor import CHANGED
 from reconciler.model import Outcome
-from tests.conftest import jpeg_bytes, ledger_rows, outcomes, write_jpeg
+from tests.helpers import jpeg_bytes, ledger_rows, outcomes, write_jpeg
 
 
 def before_upload(action: Callable[[], None]) -> app.Progress:

@@ -20,7 +20,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.ledger.db import Ledger
-from tests.conftest import cli_args, write_jpeg
+from tests.helpers import cli_args, write_jpeg
 
 READERS = (
     ("status",),
@@ -176,7 +176,7 @@ def test_readers_work_on_a_ledger_the_account_can_only_read(
 
 
 def test_a_reader_is_not_refused_while_a_run_holds_the_lock(one_run: Settings) -> None:
-    from tests.conftest import lock_holder
+    from tests.helpers import lock_holder
 
     holder = lock_holder(one_run.database_url)
     try:

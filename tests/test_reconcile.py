@@ -15,7 +15,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.model import Outcome
-from tests.conftest import (
+from tests.helpers import (
     cli_args,
     jpeg_bytes,
     ledger_rows,

@@ -13,7 +13,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.model import Outcome
-from tests.conftest import cli_args, outcomes, write_jpeg
+from tests.helpers import cli_args, outcomes, write_jpeg
 
 
 def graph_calls(emulator: GraphEmulator) -> list[str]:

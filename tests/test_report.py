@@ -24,42 +24,9 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.report import COLUMNS, HEADER_BAND, PLACEHOLDER
-from tests.conftest import cli_args, write_jpeg
+from tests.helpers import GREEN, cli_args, every_reason, write_jpeg
 
-GREEN = (20, 200, 40)  # the unmatched photo's colour, looked for in the screenshot
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-@dataclasses.dataclass
-class Scenario:
-    settings: Settings
-    run_id: int
-    jane: str
-
-
-def every_reason(settings: Settings, emulator: GraphEmulator) -> Scenario:
-    """One reconcile that leaves a file for each reason but deferred (which needs its own
-    run: a fresh ctime defers every file at once)."""
-    tenant = emulator.tenant
-    tenant.add_user("John Smith", user_principal_name="john@contoso.com")
-    tenant.add_user("Lee Gu", user_principal_name="lee1@contoso.com")
-    tenant.add_user("Lee Gu", user_principal_name="lee2@contoso.com")
-    tenant.add_user("Gus Guest", user_principal_name="gus@example.org", user_type="Guest")
-    tenant.add_user("Dana Disabled", user_principal_name="dana@contoso.com", account_enabled=False)
-    jane = tenant.add_user("Jane Doe", user_principal_name="jane@contoso.com")
-    emulator.faults.fail_photo_users.add(jane)
-    inbox = settings.inbox_dir
-    write_jpeg(inbox / "Jon Smith.jpg", color=GREEN)
-    write_jpeg(inbox / "Ann <Admin> & Co.jpg", color=(90, 90, 200))
-    write_jpeg(inbox / "Lee Gu.jpg")
-    write_jpeg(inbox / "Gus Guest.jpg")
-    write_jpeg(inbox / "Dana Disabled.jpg")
-    write_jpeg(inbox / "Jane Doe.jpg")
-    (inbox / "notes.txt").write_text("not a photo")
-    settings = dataclasses.replace(settings, retry_attempts=2)
-    summary, _ = app.reconcile(settings)
-    emulator.reset_log()
-    return Scenario(settings, summary.run_id, jane)
 
 
 def report(settings: Settings, *args: str) -> str:

@@ -24,7 +24,7 @@ from reconciler.emulator import GraphEmulator
 from reconciler.errors import RunLockedError
 from reconciler.ledger.db import Ledger
 from reconciler.ledger.repository import ABANDONED
-from tests.conftest import (
+from tests.helpers import (
     cli_args,
     ledger_rows,
     lock_holder,

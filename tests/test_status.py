@@ -11,8 +11,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.ledger.db import Ledger
-from tests.conftest import cli_args
-from tests.test_report import every_reason
+from tests.helpers import cli_args, every_reason
 
 
 def invoke(settings: Settings, *args: str) -> tuple[int, str]:

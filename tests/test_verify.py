@@ -14,7 +14,7 @@ from PIL import Image
 from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
-from tests.conftest import cli_args, jpeg_bytes, ledger_rows, write_jpeg
+from tests.helpers import cli_args, jpeg_bytes, ledger_rows, write_jpeg
 
 
 def photosync(settings: Settings, *args: str) -> tuple[int, str]:

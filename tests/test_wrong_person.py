@@ -19,7 +19,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.matching import normalise
-from tests.conftest import cli_args, ledger_rows, write_jpeg
+from tests.helpers import cli_args, ledger_rows, write_jpeg
 
 
 class WriteAudit:
