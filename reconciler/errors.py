@@ -24,6 +24,7 @@ status alone (docs/graph-behaviour.md has a section per code).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Final
 
@@ -62,11 +63,33 @@ class AuthError(PhotosyncError):
     """No access token could be obtained for Microsoft Graph."""
 
 
+@dataclass(frozen=True, slots=True)
+class GraphFailure:
+    """What Graph said about one failed request: the one value a GraphError carries, and
+    what the ledger records for a failed upload or photo change. `said` is Graph's own words
+    (or ours when Graph said nothing); `advice` is what photosync adds about what to do."""
+
+    said: str
+    status: int | None = None
+    code: str | None = None
+    advice: str | None = None
+    request_id: str | None = None
+    client_request_id: str | None = None
+    attempts: int = 1
+    retry_after: float | None = None
+
+    @property
+    def message(self) -> str:
+        """What the ledger and the report show: Graph's words with the advice."""
+        return f"{self.said} — {self.advice}" if self.advice else self.said
+
+
 class GraphError(PhotosyncError):
     """Microsoft Graph answered a request with an error, or could not be reached.
 
     Carries what Graph said (status, error code, message) and the ids an administrator
-    needs to quote to Microsoft support (request-id, client-request-id).
+    needs to quote to Microsoft support (request-id, client-request-id), as one frozen
+    GraphFailure in `details`; the attributes below read it.
     """
 
     def __init__(
@@ -81,30 +104,58 @@ class GraphError(PhotosyncError):
         retry_after: float | None = None,
         advice: str | None = None,
     ) -> None:
-        self.status = status
-        self.code = code
-        self.said = message  # Graph's own words (or ours when Graph said nothing)
-        self.advice = advice
-        # The ledger and the report show graph_message, so it carries the advice with it.
-        self.graph_message = f"{message} — {advice}" if advice else message
-        self.request_id = request_id
-        self.client_request_id = client_request_id
-        self.attempts = attempts
-        self.retry_after = retry_after
+        self.details = GraphFailure(
+            message, status, code, advice, request_id, client_request_id, attempts, retry_after
+        )
         super().__init__(self._render())
+
+    @classmethod
+    def of(cls, details: GraphFailure) -> GraphError:
+        """An error of this type carrying `details` as they are."""
+        error = cls.__new__(cls)
+        error.details = details
+        PhotosyncError.__init__(error, error._render())
+        return error
 
     def advised(self, advice: str | None) -> GraphError:
         """The same error (same type, ids and attempts) with `advice` instead of its own."""
-        return type(self)(
-            self.said,
-            status=self.status,
-            code=self.code,
-            request_id=self.request_id,
-            client_request_id=self.client_request_id,
-            attempts=self.attempts,
-            retry_after=self.retry_after,
-            advice=advice,
-        )
+        return type(self).of(replace(self.details, advice=advice))
+
+    @property
+    def status(self) -> int | None:
+        return self.details.status
+
+    @property
+    def code(self) -> str | None:
+        return self.details.code
+
+    @property
+    def said(self) -> str:
+        return self.details.said
+
+    @property
+    def advice(self) -> str | None:
+        return self.details.advice
+
+    @property
+    def graph_message(self) -> str:
+        return self.details.message
+
+    @property
+    def request_id(self) -> str | None:
+        return self.details.request_id
+
+    @property
+    def client_request_id(self) -> str | None:
+        return self.details.client_request_id
+
+    @property
+    def attempts(self) -> int:
+        return self.details.attempts
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.details.retry_after
 
     def _render(self) -> str:
         parts = []

@@ -474,15 +474,7 @@ class Executor:
     def _record_failure(self, upload_id: int, exc: GraphError) -> None:
         with self._write_lock, self.ledger.session() as session:
             repository.record_upload_failure(
-                session,
-                upload_id,
-                permanent=isinstance(exc, PermanentGraphError),
-                http_status=exc.status,
-                code=exc.code,
-                message=exc.graph_message,
-                request_id=exc.request_id,
-                client_request_id=exc.client_request_id,
-                attempts=exc.attempts,
+                session, upload_id, exc.details, permanent=isinstance(exc, PermanentGraphError)
             )
 
 

@@ -340,14 +340,7 @@ class GraphClient:
             return self._get_json(url, "user delta", None)
         except (PermanentGraphError, TransientGraphError) as exc:
             if is_resync(exc):
-                raise DeltaResyncRequired(
-                    exc.graph_message,
-                    status=exc.status,
-                    code=exc.code,
-                    request_id=exc.request_id,
-                    client_request_id=exc.client_request_id,
-                    attempts=exc.attempts,
-                ) from exc
+                raise DeltaResyncRequired.of(exc.details) from exc
             raise
 
     # -- single users and lookups -----------------------------------------------------

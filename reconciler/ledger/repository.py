@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from reconciler import model, names
+from reconciler.errors import GraphFailure
 from reconciler.fingerprint import CachedFingerprint
 from reconciler.ledger.orm import (
     NO_PHOTO,
@@ -509,25 +510,16 @@ def record_etag_after(session: Session, upload_id: int, etag: str) -> None:
 
 
 def record_upload_failure(
-    session: Session,
-    upload_id: int,
-    *,
-    permanent: bool,
-    http_status: int | None,
-    code: str | None,
-    message: str,
-    request_id: str | None,
-    client_request_id: str | None,
-    attempts: int,
+    session: Session, upload_id: int, failure: GraphFailure, *, permanent: bool
 ) -> None:
     upload = session.get_one(Upload, upload_id)
     upload.status = "failed-permanent" if permanent else "failed-transient"
-    upload.http_status = http_status
-    upload.graph_error_code = code
-    upload.graph_error_message = message
-    upload.request_id = request_id
-    upload.client_request_id = client_request_id
-    upload.attempts = attempts
+    upload.http_status = failure.status
+    upload.graph_error_code = failure.code
+    upload.graph_error_message = failure.message
+    upload.request_id = failure.request_id
+    upload.client_request_id = failure.client_request_id
+    upload.attempts = failure.attempts
     upload.finished_at = utcnow()
 
 
