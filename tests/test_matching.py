@@ -1,15 +1,14 @@
-"""Matching and planning: pure functions, no I/O."""
+"""Matching file names to users: pure functions, no I/O. The planner that uses them is
+tested in tests/test_planner.py."""
 
 from __future__ import annotations
 
 import unicodedata
-from pathlib import Path
 
 import pytest
 
 from reconciler.matching import MatchKind, UserIndex, match, name_key, normalise, parse_overrides
-from reconciler.model import ActionKind, FileStat, InboxFile, Outcome, User
-from reconciler.planner import LedgerView, RecordedFile, new_or_changed, plan
+from reconciler.model import User
 
 JANE = User("1", "Jane Doe", "jane@contoso.com")
 LEE1 = User("2", "Lee Gu", "lee1@contoso.com")
@@ -67,52 +66,3 @@ def test_overrides_parsing() -> None:
     assert parse_overrides(rows) == {"lee gu (sales)": "lee2@contoso.com"}
     with pytest.raises(ValueError, match="line 2"):
         parse_overrides([["filename", "userPrincipalName"], ["x.jpg", "not-an-upn"]])
-
-
-def file(name: str, sha: str = "a" * 64) -> InboxFile:
-    return InboxFile(name, Path("/in") / name, FileStat(1, 1, 1, 1), sha)
-
-
-EMPTY = LedgerView(files={}, last_upload_sha={})
-
-
-def test_plan_outcomes_and_reasons() -> None:
-    files = [
-        file("Jane Doe.jpg"),
-        file("Lee Gu.jpg"),
-        file("Gus Guest.jpg"),
-        file("Nobody.jpg"),
-        file("readme.txt"),
-    ]
-    the_plan = plan(files, [file("Late.jpg", sha="")], EMPTY, INDEX, {})
-    by_name = {a.file.name: a for a in the_plan.actions}
-    assert by_name["Jane Doe.jpg"].kind is ActionKind.UPLOAD
-    assert by_name["Jane Doe.jpg"].user == JANE
-    assert by_name["Lee Gu.jpg"].outcome is Outcome.AMBIGUOUS
-    assert by_name["Lee Gu.jpg"].candidates == ("lee1@contoso.com", "lee2@contoso.com")
-    assert by_name["Gus Guest.jpg"].outcome is Outcome.INELIGIBLE
-    assert "guest" in by_name["Gus Guest.jpg"].reason
-    assert by_name["Nobody.jpg"].outcome is Outcome.UNMATCHED
-    assert by_name["readme.txt"].kind is ActionKind.REJECT
-    assert by_name["Late.jpg"].outcome is Outcome.DEFERRED
-
-
-def test_plan_skips_content_already_uploaded_to_that_user() -> None:
-    view = LedgerView(files={}, last_upload_sha={JANE.id: "a" * 64})
-    the_plan = plan([file("Jane Doe.jpg")], [], view, INDEX, {})
-    assert the_plan.actions[0].kind is ActionKind.MOVE_UNCHANGED
-    changed = plan([file("Jane Doe.jpg", sha="b" * 64)], [], view, INDEX, {})
-    assert changed.actions[0].kind is ActionKind.UPLOAD
-
-
-def test_recorded_success_is_moved_even_if_the_name_no_longer_matches() -> None:
-    view = LedgerView(files={"/in/Old Name.jpg": RecordedFile("a" * 64, JANE)}, last_upload_sha={})
-    the_plan = plan([file("Old Name.jpg")], [], view, INDEX, {})
-    assert the_plan.actions[0].kind is ActionKind.MOVE_UNCHANGED
-    assert the_plan.actions[0].user == JANE
-
-
-def test_new_or_changed() -> None:
-    view = LedgerView(files={"/in/a.jpg": RecordedFile("a" * 64)}, last_upload_sha={})
-    same, changed, new = file("a.jpg"), file("a.jpg", "b" * 64), file("b.jpg")
-    assert new_or_changed([same, changed, new], view) == [changed, new]
