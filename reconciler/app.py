@@ -25,15 +25,17 @@ from reconciler.errors import ConfigError, DeltaResyncRequired
 from reconciler.executor import ApplyOptions, Executor
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import FILTER_VALUES_LIMIT, GraphClient
-from reconciler.ledger import orm, repository
+from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
-from reconciler.ledger.orm import utcnow
+from reconciler.ledger.records import FileRecord, RunFileRecord, RunRecord, UploadRecord
 from reconciler.matching import UserIndex, parse_overrides
 from reconciler.model import (
     USER_SELECT,
     Action,
     ActionKind,
+    FailedUpload,
     FileResult,
+    LedgerView,
     Outcome,
     Plan,
     RunSummary,
@@ -41,7 +43,6 @@ from reconciler.model import (
     UserChanges,
 )
 from reconciler.planner import (
-    LedgerView,
     confirm,
     confirmation_lookups,
     new_or_changed,
@@ -152,7 +153,7 @@ def refresh_users(
         listed = repository.get_state(session, repository.FULL_LISTING_AT)
         delta_link = saved.value if saved else None
         listed_at = _parse_time(listed.value) if listed else None
-    due = listed_at is None or (utcnow() - listed_at).total_seconds() >= full_refresh_hours * 3600
+    due = listed_at is None or (_utcnow() - listed_at).total_seconds() >= full_refresh_hours * 3600
     if delta_link and not full and not due:
         try:
             changes = client.delta(delta_link)
@@ -165,10 +166,10 @@ def refresh_users(
     # Ask for the delta link *before* listing: changes made during the listing then show up
     # in the next delta round instead of being lost between the two.
     delta_link = client.delta_latest(USER_SELECT)
-    started = utcnow()
+    started = _utcnow()
     with ledger.session() as session:
         for page in client.list_users(USER_SELECT):
-            repository.upsert_users(session, page, utcnow())
+            repository.upsert_users(session, page, _utcnow())
             progress.users(len(page))
         repository.mark_unrefreshed_users_deleted(session, started)
         repository.set_state(session, repository.DELTA_LINK, delta_link)
@@ -190,7 +191,7 @@ def _apply_user_changes(client: GraphClient, ledger: Ledger, changes: UserChange
             continue
         item = None if patch.is_complete else client.get_user(patch.id, USER_SELECT)
         newcomers.append(User.from_graph({**(item or patch.properties), "id": patch.id}))
-    now = utcnow()
+    now = _utcnow()
     with ledger.session() as session:
         repository.apply_user_patches(session, patches, now)
         repository.upsert_users(session, newcomers, now)
@@ -252,7 +253,7 @@ def confirm_before_write(run: _Run, the_plan: Plan, overrides: Mapping[str, str]
             gone.append(user_id)
         else:
             found[user_id] = User.from_graph(current)
-    now = utcnow()
+    now = _utcnow()
     with run.ledger.session() as session:
         repository.upsert_users(session, list(found.values()), now)
         repository.mark_users_deleted(session, gone, now)
@@ -494,9 +495,7 @@ def retry_failed(
         return run.summary, the_plan
 
 
-def _retry_actions(
-    observed: ScanResult, targets: dict[str, repository.FailedUpload]
-) -> list[Action]:
+def _retry_actions(observed: ScanResult, targets: dict[str, FailedUpload]) -> list[Action]:
     actions = []
     for file in observed.files:
         target = targets.get(file.key)
@@ -593,9 +592,9 @@ def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
             "ledger": ledger.describe(),
             "schema_revision": ledger.revision(),
             "users": users,
-            "delta_token_age_s": _seconds_between(delta.updated_at, utcnow()) if delta else None,
+            "delta_token_age_s": _seconds_between(delta.updated_at, _utcnow()) if delta else None,
             # How stale the backstop for what delta rounds miss is (full_refresh_hours).
-            "full_listing_age_s": _seconds_between(listed_at, utcnow()) if listed_at else None,
+            "full_listing_age_s": _seconds_between(listed_at, _utcnow()) if listed_at else None,
             "waiting": waiting,
             "failures": failures,
             "failure_reasons": [
@@ -636,7 +635,7 @@ def _seconds_between(then: datetime, now: datetime) -> float:
 PER_USER_COMMANDS = frozenset({"rollback", "verify"})
 
 
-def _run_view(run: orm.Run) -> dict[str, Any]:
+def _run_view(run: RunRecord) -> dict[str, Any]:
     """A recorded run as `reconcile --json` printed it (RunSummary.to_json: the contract's
     flat counts, graph_requests, duration_s, dry_run), plus what only the ledger knows:
     command, started_at, exit_code and error. duration_s is None while a run is going. The
@@ -735,8 +734,8 @@ def _drift_rows(session: Session) -> list[ReportRow]:
 
 
 def _report_row(
-    file: orm.InboxFile,
-    upload: orm.Upload | None,
+    file: FileRecord,
+    upload: UploadRecord | None,
     considered: datetime | None,
     users: dict[str, User],
     include_external: bool,
@@ -777,6 +776,10 @@ def _report_row(
     )
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
@@ -790,13 +793,13 @@ def run_details(settings: Settings, run_id: int) -> dict[str, Any] | None:
             run = repository.get_run(session, run_id)
             if run is None:
                 return None
-            pairs = repository.run_files_of(session, run_id)
+            run_files = repository.run_files_of(session, run_id)
             uploads = repository.uploads_of_run(session, run_id)
-            users = repository.users_by_id(session, {rf.user_id for rf, _ in pairs if rf.user_id})
+            users = repository.users_by_id(session, {rf.user_id for rf in run_files if rf.user_id})
             details = _run_view(run) | {"host": run.host, "pid": run.pid}
             details["files"] = [
-                _run_file_view(run_file, inbox_file, uploads.get(inbox_file.id), users)
-                for run_file, inbox_file in pairs
+                _run_file_view(run_file, uploads.get(run_file.file_id), users)
+                for run_file in run_files
             ]
             # What a rollback, prune or verify --fix did, user by user (table photo_changes).
             changes = repository.changes_of_run(session, run_id)
@@ -817,14 +820,13 @@ def run_details(settings: Settings, run_id: int) -> dict[str, Any] | None:
 
 
 def _run_file_view(
-    run_file: orm.RunFile,
-    inbox_file: orm.InboxFile,
-    upload: orm.Upload | None,
+    run_file: RunFileRecord,
+    upload: UploadRecord | None,
     users: dict[str, User],
 ) -> dict[str, Any]:
     user = users.get(run_file.user_id) if run_file.user_id else None
     return {
-        "file": inbox_file.name,
+        "file": run_file.file_name,
         "outcome": run_file.outcome,
         "reason": run_file.reason,
         "user_id": run_file.user_id,

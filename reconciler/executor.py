@@ -51,7 +51,7 @@ from reconciler.errors import (
 )
 from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
-from reconciler.ledger.orm import NO_PHOTO
+from reconciler.ledger.records import NO_PHOTO
 from reconciler.model import (
     Action,
     ActionKind,

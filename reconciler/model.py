@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from reconciler import names
 
@@ -204,6 +204,51 @@ class UnreadableFile:
     # An entry photosync never reads by rule (a symbolic link, a folder named like a
     # photo): reported `ignored` with `error` as its whole reason, and left where it is.
     ignored: bool = False
+
+
+class ObservedInbox(Protocol):
+    """What one scan of the inbox saw, as the ledger records it (scanner.ScanResult)."""
+
+    @property
+    def files(self) -> Sequence[InboxFile]: ...  # settled and hashed
+
+    @property
+    def deferred(self) -> Sequence[InboxFile]: ...  # too new, or changed while read
+
+    @property
+    def hashed(self) -> Sequence[InboxFile]: ...  # the subset of files read this time
+
+    @property
+    def unreadable(self) -> Sequence[UnreadableFile]: ...
+
+    @property
+    def started_ns(self) -> int: ...  # when the scan began: the hashes' timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFile:
+    """What the ledger remembers of a file at this inbox path."""
+
+    sha256: str | None
+    # A user this exact content was successfully uploaded to from this file, if any: lets a
+    # run finish a move that a crash interrupted without matching the name again.
+    uploaded_to: User | None = None
+    last_outcome: str | None = None  # the verdict of the last run that decided about it
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerView:
+    files: Mapping[str, RecordedFile]  # by path string, files still in the inbox
+    last_upload_sha: Mapping[str, str]  # user id -> source sha256 of the last successful upload
+
+
+@dataclass(frozen=True, slots=True)
+class FailedUpload:
+    """The latest upload of a file still in the inbox, which failed: the content it sent,
+    and the user it was for."""
+
+    source_sha256: str
+    user: User
 
 
 class Outcome(enum.StrEnum):

@@ -21,28 +21,23 @@ from reconciler.matching import (
     normalise,
     resolve,
 )
-from reconciler.model import Action, ActionKind, InboxFile, Outcome, Plan, UnreadableFile, User
+from reconciler.model import (
+    Action,
+    ActionKind,
+    InboxFile,
+    LedgerView,
+    Outcome,
+    Plan,
+    UnreadableFile,
+    User,
+)
+
+# Where callers that plan from a ledger found it before it moved to the pure core.
+from reconciler.model import RecordedFile as RecordedFile
 
 # Verdicts that mean "waiting for a user": a later change in the tenant can settle them, so
 # a run with such files asks Graph what changed (docs/graph-behaviour.md, "Waiting files").
 WAITING = frozenset({Outcome.UNMATCHED.value, Outcome.AMBIGUOUS.value, Outcome.INELIGIBLE.value})
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedFile:
-    """What the ledger remembers of a file at this inbox path."""
-
-    sha256: str | None
-    # A user this exact content was successfully uploaded to from this file, if any: lets a
-    # run finish a move that a crash interrupted without matching the name again.
-    uploaded_to: User | None = None
-    last_outcome: str | None = None  # the verdict of the last run that decided about it
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerView:
-    files: Mapping[str, RecordedFile]  # by path string, files still in the inbox
-    last_upload_sha: Mapping[str, str]  # user id -> source sha256 of the last successful upload
 
 
 def new_or_changed(files: Iterable[InboxFile], view: LedgerView) -> list[InboxFile]:

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from reconciler.archive import Archive, ArchiveError, default_archive_dir
 from reconciler.config import Settings, check_prune
@@ -30,7 +30,7 @@ from reconciler.errors import AuthError, GraphError, GraphUnreachableError
 from reconciler.graph.client import BATCH_LIMIT, GraphClient
 from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
-from reconciler.ledger.orm import NO_PHOTO, PhotoChange, Upload
+from reconciler.ledger.records import NO_PHOTO, ChangeRecord, FileRow, PhotoWrite, UploadRecord
 from reconciler.model import (
     Action,
     ActionKind,
@@ -123,8 +123,8 @@ class Verdict:
 
 
 def rollback_verdict(
-    upload: Upload,
-    latest: repository.PhotoWrite | None,
+    upload: UploadRecord,
+    latest: PhotoWrite | None,
     earlier: str | None,
     live: str | None,
 ) -> Verdict:
@@ -169,7 +169,7 @@ def rollback_verdict(
     return Verdict(True, done, what)
 
 
-def prune_verdict(upload: Upload, earlier: str | None, live: str | None) -> Verdict:
+def prune_verdict(upload: UploadRecord, earlier: str | None, live: str | None) -> Verdict:
     """Remove the photo a removed file set? Only while it is still photosync's."""
     if earlier == "pending" and live is None:
         return Verdict(False, Outcome.REMOVED, "file removed from the inbox; photo removed")
@@ -190,7 +190,7 @@ def drift_state(expected: str | None, live: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    upload: Upload
+    upload: UploadRecord
     file_name: str
     user: User
 
@@ -251,8 +251,8 @@ def _rollback_targets(run: RunContext, run_id: int, upn: str | None) -> list[_Ta
         pairs = repository.succeeded_uploads_of_run(session, run_id)
         users = repository.users_by_id(session, {u.user_id for u, _ in pairs})
     targets = [
-        _Target(upload, file.name, users.get(upload.user_id) or User(id=upload.user_id))
-        for upload, file in pairs
+        _Target(upload, file_name, users.get(upload.user_id) or User(id=upload.user_id))
+        for upload, file_name in pairs
     ]
     if upn is not None:
         wanted = upn.strip().lower()
@@ -296,8 +296,8 @@ def prune_removed(run: RunContext, *, dry_run: bool) -> None:
         return
     archive = archive_for(settings) if settings.archive else None
     targets = [
-        _Target(upload, file.name, users.get(upload.user_id) or User(id=upload.user_id))
-        for file, upload in candidates
+        _Target(upload, file_name, users.get(upload.user_id) or User(id=upload.user_id))
+        for file_name, upload in candidates
     ]
 
     def one(target: _Target, seen: str | GraphError | None, after: Pool) -> Done:
@@ -349,7 +349,7 @@ class Drift:
 class _SetPhoto:
     """A photo photosync set, with what verify needs to name it and to put it back."""
 
-    write: repository.PhotoWrite
+    write: PhotoWrite
     user: User
     file: InboxFile | None  # the inbox file whose upload it was (None: no longer known)
 
@@ -371,8 +371,8 @@ def verify(run: RunContext, *, fix: bool, confirm: Confirm) -> list[Drift]:
         ]
         had_drift = bool(repository.drifts(session))
     live = current_etags(run.graph(), [w.user_id for w in writes], run.settings.concurrency)
-    drifted: list[tuple[repository.PhotoWrite, str, str | None]] = []
-    failed: list[tuple[repository.PhotoWrite, GraphError]] = []
+    drifted: list[tuple[PhotoWrite, str, str | None]] = []
+    failed: list[tuple[PhotoWrite, GraphError]] = []
     in_line: list[str] = []
     for write in writes:
         seen = live.get(write.user_id)
@@ -422,7 +422,7 @@ def verify(run: RunContext, *, fix: bool, confirm: Confirm) -> list[Drift]:
     return found
 
 
-def _photos_set(ledger: Ledger, writes: Sequence[repository.PhotoWrite]) -> dict[str, _SetPhoto]:
+def _photos_set(ledger: Ledger, writes: Sequence[PhotoWrite]) -> dict[str, _SetPhoto]:
     """user id -> the photo photosync set, with its user and the file it came from."""
     with ledger.session() as session:
         users = repository.users_by_id(session, {w.user_id for w in writes})
@@ -437,9 +437,18 @@ def _photos_set(ledger: Ledger, writes: Sequence[repository.PhotoWrite]) -> dict
     }
 
 
-def _as_inbox_file(row: repository.FileRow) -> InboxFile:
+def _as_inbox_file(row: FileRow) -> InboxFile:
     # Only its name and path matter here: they are what confirm-before-write looks up.
     return InboxFile(row.name, Path(row.path), FileStat(0, 0, 0, 0), row.sha256)
+
+
+@dataclass(frozen=True, slots=True)
+class _Repeat:
+    """A photo photosync set, to be written again for the user Graph confirmed."""
+
+    write: PhotoWrite
+    file_name: str
+    user: User
 
 
 def _fix(run: RunContext, photos: list[_SetPhoto], confirm: Confirm) -> None:
@@ -456,30 +465,25 @@ def _fix(run: RunContext, photos: list[_SetPhoto], confirm: Confirm) -> None:
         actions.append(Action(photo.file, ActionKind.UPLOAD, Outcome.UPLOADED, "fix", photo.user))
     confirmed = confirm(Plan(tuple(actions))) if actions else Plan(())
     archive = archive_for(run.settings)
-    work: list[_Target] = []
+    work: list[_Repeat] = []
     for action in confirmed.actions:
         photo = by_key[action.file.key]
         if action.kind is not ActionKind.UPLOAD or action.user is None:
             reason = f"not fixed: {action.reason}"
             run.summary.add(_result(photo.name, photo.user, Outcome.SKIPPED, reason))
             continue
-        repeat = Upload(
-            id=photo.write.upload_id,
-            user_id=photo.write.user_id,
-            uploaded_object=photo.write.written_object,
-        )
-        work.append(_Target(repeat, photo.name, action.user))
+        work.append(_Repeat(photo.write, photo.name, action.user))
 
-    def one(target: _Target, _seen: str | GraphError | None, after: Pool) -> Done:
+    def one(target: _Repeat, _seen: str | GraphError | None, after: Pool) -> Done:
         return _write(
             run,
             archive,
             kind="fix",
-            upload_id=target.upload.id,
+            upload_id=target.write.upload_id,
             user=target.user,
             file_name=target.file_name,
             before=None,
-            written=target.upload.uploaded_object,
+            written=target.write.written_object,
             verdict=Verdict(True, Outcome.UPLOADED, "put photosync's photo back"),
             interrupted=None,
             keep_current=True,
@@ -503,7 +507,7 @@ def _write(
     before: str | None,
     written: str | None,
     verdict: Verdict,
-    interrupted: PhotoChange | None,
+    interrupted: ChangeRecord | None,
     keep_current: bool = False,
     after: Pool | None = None,
 ) -> Done:
@@ -577,10 +581,18 @@ def _record_skip(
         )
 
 
+class _ForUser(Protocol):
+    @property
+    def user(self) -> User: ...
+
+
+_T = TypeVar("_T", bound=_ForUser)
+
+
 def _each_as_read(
     run: RunContext,
-    targets: Sequence[_Target],
-    one: Callable[[_Target, str | GraphError | None, Pool], Done],
+    targets: Sequence[_T],
+    one: Callable[[_T, str | GraphError | None, Pool], Done],
     *,
     read_etags: bool = True,
 ) -> None:

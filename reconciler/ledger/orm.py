@@ -158,7 +158,7 @@ class Upload(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     # The archive (reconciler/archive.py): the sha256 object of the photo this upload
-    # replaced ("none" when the user had none; NULL when the archive was off), the object
+    # replaced (records.NO_PHOTO when the user had none; NULL when the archive was off), the object
     # of the bytes sent, and the photo ETag Graph reported right after the upload.
     replaced_object: Mapped[str | None] = mapped_column(String(64))
     uploaded_object: Mapped[str | None] = mapped_column(String(64))
@@ -197,10 +197,6 @@ class RunFile(Base):
     destination: Mapped[str | None] = mapped_column(String(4096))
 
     __table_args__ = (Index("ix_run_files_run_id", "run_id"),)
-
-
-# The archive object name for "the user had no photo".
-NO_PHOTO = "none"
 
 
 class PhotoChange(Base):

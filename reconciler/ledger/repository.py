@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,7 +18,6 @@ from reconciler import model, names
 from reconciler.errors import GraphFailure
 from reconciler.fingerprint import CachedFingerprint
 from reconciler.ledger.orm import (
-    NO_PHOTO,
     InboxFile,
     PhotoChange,
     PhotoDrift,
@@ -29,8 +28,22 @@ from reconciler.ledger.orm import (
     User,
     utcnow,
 )
-from reconciler.planner import LedgerView, RecordedFile
-from reconciler.scanner import ScanResult
+from reconciler.ledger.records import (
+    NO_PHOTO,
+    ChangeRecord,
+    DriftRecord,
+    FileRecord,
+    FileRow,
+    InboxRow,
+    PhotoWrite,
+    RunFileRecord,
+    RunRecord,
+    StateRecord,
+    UploadRecord,
+)
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 DELTA_LINK = "users.delta_link"
 # When the users were last listed in full (ISO 8601, UTC): the backstop for what delta
@@ -40,6 +53,7 @@ FULL_LISTING_AT = "users.full_listing_at"
 # Rows per INSERT: under SQLite's default 32,766 bound-parameter limit with 9 columns.
 _CHUNK = 2000
 _T = TypeVar("_T")
+_R = TypeVar("_R", bound="DataclassInstance")
 
 
 def _chunks(values: Iterable[_T]) -> Iterator[list[_T]]:
@@ -231,8 +245,9 @@ def count_users(session: Session) -> int:
 # --- sync state
 
 
-def get_state(session: Session, key: str) -> SyncState | None:
-    return session.get(SyncState, key)
+def get_state(session: Session, key: str) -> StateRecord | None:
+    row = session.get(SyncState, key)
+    return None if row is None else StateRecord(row.value, row.updated_at)
 
 
 def set_state(session: Session, key: str, value: str) -> None:
@@ -248,17 +263,6 @@ def set_state(session: Session, key: str, value: str) -> None:
 
 
 _IN_INBOX = InboxFile.location == "inbox"
-
-
-@dataclass(frozen=True, slots=True)
-class InboxRow:
-    """What the ledger holds of a file still in the inbox."""
-
-    id: int
-    stat: model.FileStat
-    sha256: str | None
-    hashed_at_ns: int | None
-    last_outcome: str | None = None
 
 
 def inbox_rows(session: Session) -> dict[str, InboxRow]:
@@ -295,7 +299,7 @@ def fingerprints(rows: Mapping[str, InboxRow]) -> dict[str, CachedFingerprint]:
 
 
 def record_scan(
-    session: Session, scan: ScanResult, existing: Mapping[str, InboxRow]
+    session: Session, scan: model.ObservedInbox, existing: Mapping[str, InboxRow]
 ) -> dict[str, int]:
     """Bring the inbox rows in line with what the scan saw; `existing` is inbox_rows() as
     read before the scan. Returns {path: file id}.
@@ -360,7 +364,7 @@ def record_scan(
     return ids
 
 
-def ledger_view(session: Session, rows: Mapping[str, InboxRow]) -> LedgerView:
+def ledger_view(session: Session, rows: Mapping[str, InboxRow]) -> model.LedgerView:
     """What the ledger knew of the inbox when `rows` (inbox_rows()) were read."""
     uploaded_to_ids = {
         (file_id, sha): user_id
@@ -374,10 +378,10 @@ def ledger_view(session: Session, rows: Mapping[str, InboxRow]) -> LedgerView:
     files = {}
     for path, row in rows.items():
         user_id = uploaded_to_ids.get((row.id, row.sha256 or ""))
-        files[path] = RecordedFile(
+        files[path] = model.RecordedFile(
             row.sha256, users.get(user_id) if user_id else None, row.last_outcome
         )
-    return LedgerView(files=files, last_upload_sha=last_upload_sha(session))
+    return model.LedgerView(files=files, last_upload_sha=last_upload_sha(session))
 
 
 def last_upload_sha(session: Session) -> dict[str, str]:
@@ -523,13 +527,7 @@ def record_upload_failure(
     upload.finished_at = utcnow()
 
 
-@dataclass(frozen=True, slots=True)
-class FailedUpload:
-    source_sha256: str
-    user: model.User
-
-
-def failed_uploads(session: Session, *, include_permanent: bool) -> dict[str, FailedUpload]:
+def failed_uploads(session: Session, *, include_permanent: bool) -> dict[str, model.FailedUpload]:
     """Inbox files whose most recent upload failed, by path, with the user it was meant for."""
     statuses = (
         ["failed-transient", "failed-permanent"] if include_permanent else ["failed-transient"]
@@ -547,15 +545,18 @@ def failed_uploads(session: Session, *, include_permanent: bool) -> dict[str, Fa
     ).all()
     users = users_by_id(session, {user_id for _, _, user_id in rows})
     return {
-        path: FailedUpload(sha, users[user_id]) for path, sha, user_id in rows if user_id in users
+        path: model.FailedUpload(sha, users[user_id])
+        for path, sha, user_id in rows
+        if user_id in users
     }
 
 
 # --- reading for status and reports
 
 
-def recent_runs(session: Session, limit: int) -> list[Run]:
-    return list(session.scalars(select(Run).order_by(Run.id.desc()).limit(limit)))
+def recent_runs(session: Session, limit: int) -> list[RunRecord]:
+    rows = session.scalars(select(Run).order_by(Run.id.desc()).limit(limit))
+    return [_run_record(run) for run in rows]
 
 
 def waiting_counts(session: Session) -> dict[str, int]:
@@ -568,34 +569,37 @@ def waiting_counts(session: Session) -> dict[str, int]:
     return {outcome or "new": count for outcome, count in rows}
 
 
-def not_landed(session: Session) -> list[InboxFile]:
+def not_landed(session: Session) -> list[FileRecord]:
     """Every file that has not landed: still in the inbox without a final outcome (or with
     none yet: seen only by a dry run or a run that stopped early), or set aside in
     failed_dir."""
     undecided = InboxFile.last_outcome.is_(None)  # SQL's NOT IN is never true for NULL
-    return list(
-        session.scalars(
-            select(InboxFile)
-            .where(
-                (
-                    (InboxFile.location == "inbox")
-                    & (undecided | InboxFile.last_outcome.not_in(["uploaded", "unchanged"]))
-                )
-                | (InboxFile.location == "failed")
+    rows = session.scalars(
+        select(InboxFile)
+        .where(
+            (
+                (InboxFile.location == "inbox")
+                & (undecided | InboxFile.last_outcome.not_in(["uploaded", "unchanged"]))
             )
-            .order_by(InboxFile.last_outcome, InboxFile.name)
+            | (InboxFile.location == "failed")
         )
+        .order_by(InboxFile.last_outcome, InboxFile.name)
     )
+    return [_file_record(row) for row in rows]
 
 
-def last_uploads_of(session: Session, file_ids: Sequence[int]) -> dict[int, Upload]:
-    found: dict[int, Upload] = {}
+def last_uploads_of(session: Session, file_ids: Sequence[int]) -> dict[int, UploadRecord]:
+    """file id -> the latest upload of that file."""
+    found: dict[int, UploadRecord] = {}
     for chunk in _chunks(file_ids):
         latest = (
             select(func.max(Upload.id)).where(Upload.file_id.in_(chunk)).group_by(Upload.file_id)
         )
         found.update(
-            {u.file_id: u for u in session.scalars(select(Upload).where(Upload.id.in_(latest)))}
+            {
+                u.file_id: _upload_record(u)
+                for u in session.scalars(select(Upload).where(Upload.id.in_(latest)))
+            }
         )
     return found
 
@@ -615,19 +619,23 @@ def close_interrupted_uploads(session: Session) -> int:
 # --- reading for the operator: `runs show` and the report's dates
 
 
-def get_run(session: Session, run_id: int) -> Run | None:
-    return session.get(Run, run_id)
+def get_run(session: Session, run_id: int) -> RunRecord | None:
+    run = session.get(Run, run_id)
+    return None if run is None else _run_record(run)
 
 
-def run_files_of(session: Session, run_id: int) -> list[tuple[RunFile, InboxFile]]:
-    """What one run decided for each file, with the file it was about, by file name."""
+def run_files_of(session: Session, run_id: int) -> list[RunFileRecord]:
+    """What one run decided for each file, by file name."""
     rows = session.execute(
-        select(RunFile, InboxFile)
+        select(RunFile, InboxFile.name)
         .join(InboxFile, InboxFile.id == RunFile.file_id)
         .where(RunFile.run_id == run_id)
         .order_by(InboxFile.name, RunFile.id)
     )
-    return [(run_file, inbox_file) for run_file, inbox_file in rows]
+    return [
+        RunFileRecord(rf.file_id, name, rf.outcome, rf.reason, rf.user_id, rf.destination)
+        for rf, name in rows
+    ]
 
 
 def last_considered(session: Session, file_ids: Sequence[int]) -> dict[int, datetime]:
@@ -645,10 +653,10 @@ def last_considered(session: Session, file_ids: Sequence[int]) -> dict[int, date
     return found
 
 
-def uploads_of_run(session: Session, run_id: int) -> dict[int, Upload]:
+def uploads_of_run(session: Session, run_id: int) -> dict[int, UploadRecord]:
     """file id -> the last upload one run made for it."""
     rows = session.scalars(select(Upload).where(Upload.run_id == run_id).order_by(Upload.id))
-    return {upload.file_id: upload for upload in rows}
+    return {upload.file_id: _upload_record(upload) for upload in rows}
 
 
 # --- the archive, rollback, verify and prune (reconciler/undo.py)
@@ -668,21 +676,6 @@ def carried_before(session: Session, user_id: str) -> str | None:
     if latest is not None and latest.status in ("pending", "interrupted"):
         return latest.replaced_object
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class PhotoWrite:
-    """photosync's latest successful write of one user's photo: an upload, or a change made
-    by rollback, prune or verify --fix."""
-
-    user_id: str
-    upload_id: int  # the upload itself, or the one the change was about
-    kind: str  # upload / rollback / prune / fix
-    change_id: int | None
-    written_object: str | None  # None: the photo was removed (or not archived)
-    etag: str | None
-    at: datetime
-    run_id: int
 
 
 def latest_writes(session: Session) -> dict[str, PhotoWrite]:
@@ -730,23 +723,25 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def succeeded_uploads_of_run(session: Session, run_id: int) -> list[tuple[Upload, InboxFile]]:
-    """The last successful upload per user of one run, with its file."""
+def succeeded_uploads_of_run(session: Session, run_id: int) -> list[tuple[UploadRecord, str]]:
+    """The last successful upload per user of one run, with its file's name."""
     rows = session.execute(
-        select(Upload, InboxFile)
+        select(Upload, InboxFile.name)
         .join(InboxFile, InboxFile.id == Upload.file_id)
         .where(Upload.run_id == run_id, Upload.status == "succeeded")
         .order_by(Upload.id)
     )
-    latest: dict[str, tuple[Upload, InboxFile]] = {}
-    for upload, file in rows:
-        latest[upload.user_id] = (upload, file)
+    latest: dict[str, tuple[UploadRecord, str]] = {}
+    for upload, name in rows:
+        latest[upload.user_id] = (_upload_record(upload), name)
     return list(latest.values())
 
 
-def changes_about(session: Session, upload_ids: Sequence[int], kind: str) -> dict[int, PhotoChange]:
+def changes_about(
+    session: Session, upload_ids: Sequence[int], kind: str
+) -> dict[int, ChangeRecord]:
     """upload id -> the latest change of `kind` about it."""
-    found: dict[int, PhotoChange] = {}
+    found: dict[int, ChangeRecord] = {}
     for chunk in _chunks(upload_ids):
         rows = session.scalars(
             select(PhotoChange)
@@ -754,7 +749,7 @@ def changes_about(session: Session, upload_ids: Sequence[int], kind: str) -> dic
             .order_by(PhotoChange.id)
         )
         for change in rows:
-            found[change.upload_id] = change
+            found[change.upload_id] = _change_record(change)
     return found
 
 
@@ -820,12 +815,11 @@ def record_change_skipped(
     )
 
 
-def changes_of_run(session: Session, run_id: int) -> list[PhotoChange]:
-    return list(
-        session.scalars(
-            select(PhotoChange).where(PhotoChange.run_id == run_id).order_by(PhotoChange.id)
-        )
+def changes_of_run(session: Session, run_id: int) -> list[ChangeRecord]:
+    rows = session.scalars(
+        select(PhotoChange).where(PhotoChange.run_id == run_id).order_by(PhotoChange.id)
     )
+    return [_change_record(change) for change in rows]
 
 
 def archive_references(session: Session, keep: int) -> set[str]:
@@ -868,34 +862,25 @@ def archive_references(session: Session, keep: int) -> set[str]:
     return kept
 
 
-def gone_files_with_photos(session: Session) -> list[tuple[InboxFile, Upload]]:
+def gone_files_with_photos(session: Session) -> list[tuple[str, UploadRecord]]:
     """Files removed from the inbox (location 'gone') whose upload is still the latest
-    photosync write for its user: the candidates for prune."""
+    photosync write for its user, by file name: the candidates for prune."""
     writes = latest_writes(session)
     upload_ids = [w.upload_id for w in writes.values() if w.kind in ("upload", "fix")]
-    found: list[tuple[InboxFile, Upload]] = []
+    found: list[tuple[str, UploadRecord]] = []
     for chunk in _chunks(upload_ids):
         rows = session.execute(
-            select(InboxFile, Upload)
+            select(InboxFile.name, Upload)
             .join(Upload, Upload.file_id == InboxFile.id)
             .where(Upload.id.in_(chunk), InboxFile.location == "gone")
         )
-        found.extend((file, upload) for file, upload in rows)
+        found.extend((name, _upload_record(upload)) for name, upload in rows)
     # A user another file in the inbox still stands for (a renamed or replaced file) keeps
     # the photo: that file decides it.
     still_claimed = set(
         session.scalars(select(InboxFile.user_id).where(_IN_INBOX, InboxFile.user_id.is_not(None)))
     )
-    return sorted(
-        [(f, u) for f, u in found if u.user_id not in still_claimed], key=lambda p: p[0].name
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class FileRow:
-    name: str
-    path: str
-    sha256: str | None
+    return sorted([(f, u) for f, u in found if u.user_id not in still_claimed], key=lambda p: p[0])
 
 
 def files_of_uploads(session: Session, upload_ids: Sequence[int]) -> dict[int, FileRow]:
@@ -945,5 +930,32 @@ def clear_drift(session: Session, user_ids: Iterable[str]) -> None:
         session.execute(delete(PhotoDrift).where(PhotoDrift.user_id.in_(chunk)))
 
 
-def drifts(session: Session) -> list[PhotoDrift]:
-    return list(session.scalars(select(PhotoDrift).order_by(PhotoDrift.first_seen_at)))
+def drifts(session: Session) -> list[DriftRecord]:
+    rows = session.scalars(select(PhotoDrift).order_by(PhotoDrift.first_seen_at))
+    return [_record(DriftRecord, row) for row in rows]
+
+
+# --- rows as the values the rest of photosync reads
+
+
+def _record(record_type: type[_R], row: object, **converted: Any) -> _R:
+    """The value of one ORM row: every field of `record_type` is the row's column of the
+    same name, except those given in `converted`."""
+    columns = {f.name: getattr(row, f.name) for f in fields(record_type) if f.name not in converted}
+    return record_type(**columns, **converted)
+
+
+def _run_record(row: Run) -> RunRecord:
+    return _record(RunRecord, row, counts={k: int(v) for k, v in (row.counts or {}).items()})
+
+
+def _file_record(row: InboxFile) -> FileRecord:
+    return _record(FileRecord, row, last_candidates=tuple(row.last_candidates or ()))
+
+
+def _upload_record(row: Upload) -> UploadRecord:
+    return _record(UploadRecord, row, quality_notes=tuple(row.quality_notes or ()))
+
+
+def _change_record(row: PhotoChange) -> ChangeRecord:
+    return _record(ChangeRecord, row)
