@@ -3,7 +3,6 @@ decisions themselves live in planner/matching, the I/O in scanner/executor/graph
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 import time
@@ -20,15 +19,15 @@ from sqlalchemy.orm import Session
 from reconciler import dry_run as what_if
 from reconciler import images, logs, undo
 from reconciler.archive import ArchiveError
-from reconciler.config import Settings, check_prune
-from reconciler.errors import ConfigError, DeltaResyncRequired
+from reconciler.config import Settings, check_prune, load_overrides
+from reconciler.errors import DeltaResyncRequired
 from reconciler.executor import ApplyOptions, Executor
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import FILTER_VALUES_LIMIT, GraphClient
 from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
 from reconciler.ledger.records import FileRecord, RunFileRecord, RunRecord, UploadRecord
-from reconciler.matching import UserIndex, parse_overrides
+from reconciler.matching import UserIndex
 from reconciler.model import (
     USER_SELECT,
     Action,
@@ -98,20 +97,6 @@ def _warn_about_ledger_file(ledger: Ledger) -> None:
         log.warning("%s", warning)
         if not logged_to_stderr:
             print(f"photosync: warning: {warning}", file=sys.stderr)
-
-
-def load_overrides(settings: Settings) -> dict[str, str]:
-    if settings.overrides_file is None:
-        return {}
-    try:
-        with settings.overrides_file.open(newline="", encoding="utf-8-sig") as handle:
-            return parse_overrides(csv.reader(handle))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            "overrides_file", f"cannot read {settings.overrides_file}: {exc}"
-        ) from None
-    except ValueError as exc:
-        raise ConfigError("overrides_file", f"{settings.overrides_file} {exc}") from None
 
 
 def prepare_options(settings: Settings) -> ApplyOptions:

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import platformdirs
-from sqlalchemy.engine import make_url
+
+from reconciler.ledger.url import plain_sqlite_file
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -30,11 +31,16 @@ class ArchiveError(Exception):
 
 def default_archive_dir(database_url: str) -> Path:
     """A folder `archive` beside a SQLite ledger file; the user data folder otherwise."""
-    try:
-        url = make_url(database_url)
-    except Exception:  # a bad URL is reported by the ledger, not here
-        url = None
-    database = url.database if url is not None and url.get_backend_name() == "sqlite" else None
+    database = plain_sqlite_file(database_url)
+    if database is None:
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(database_url)
+        except Exception:  # a bad URL is reported by the ledger, not here
+            url = None
+        if url is not None and url.get_backend_name() == "sqlite":
+            database = url.database
     if database and database != ":memory:":
         return Path(database).expanduser().parent / "archive"
     return Path(platformdirs.user_data_dir("photosync", appauthor=False)) / "archive"

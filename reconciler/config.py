@@ -7,6 +7,7 @@ is tested against it, so the three can never drift apart.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import ipaddress
 import os
@@ -19,10 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from reconciler.errors import ConfigError
+from reconciler.ledger.url import plain_sqlite_file, with_file
+from reconciler.matching import parse_overrides
 from reconciler.model import MATCH_PROPERTIES
 
 AUTH_MODES = ("managed-identity", "client-secret", "certificate", "azure-cli", "default")
@@ -219,12 +220,20 @@ def _without_password(text: str) -> str:
 
 def _database_url(value: object) -> str:
     text = _text(value)
+    if plain_sqlite_file(text) is not None:
+        return text  # read without SQLAlchemy (reconciler/ledger/url.py)
+    expected = (
+        "a SQLAlchemy URL such as sqlite:///C:/photosync/ledger.db or postgresql+psycopg://..."
+    )
+    if "://" not in text:  # no URL at all (and --help's probe): no need to load SQLAlchemy
+        raise ValueError(expected)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         make_url(text)
     except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-        raise ValueError(
-            "a SQLAlchemy URL such as sqlite:///C:/photosync/ledger.db or postgresql+psycopg://..."
-        ) from None
+        raise ValueError(expected) from None
     return text
 
 
@@ -458,6 +467,11 @@ def _from_file_folder(spec: SettingSpec, value: object, config_file: Path) -> ob
     if isinstance(value, Path) and spec.parse in (_path, _optional_path):
         return value if value.is_absolute() else folder / value
     if spec.name == "database_url" and isinstance(value, str):
+        plain = plain_sqlite_file(value)
+        if plain is not None:
+            return value if Path(plain).is_absolute() else with_file(str(folder / plain))
+        from sqlalchemy.engine import make_url
+
         url = make_url(value)
         database = url.database or ""
         if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
@@ -495,3 +509,19 @@ def check_face_extra(settings: Settings) -> None:
             wanted,
             f"needs face detection, which is not installed; run {faces.INSTALL_HINT}",
         )
+
+
+def load_overrides(settings: Settings) -> dict[str, str]:
+    """The overrides file's file name -> user pairs (README, `overrides_file`); every run reads it, so
+    a broken file is a configuration error (exit 2) even when nothing else is to be done."""
+    if settings.overrides_file is None:
+        return {}
+    try:
+        with settings.overrides_file.open(newline="", encoding="utf-8-sig") as handle:
+            return parse_overrides(csv.reader(handle))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            "overrides_file", f"cannot read {settings.overrides_file}: {exc}"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError("overrides_file", f"{settings.overrides_file} {exc}") from None

@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import make_url
-
 from reconciler.errors import ConfigError
+from reconciler.ledger.url import plain_sqlite_file
 from reconciler.names import one_line
 
 if TYPE_CHECKING:
@@ -115,6 +114,56 @@ def settings_for_log(settings: Settings) -> str:
             continue
         value = getattr(settings, spec.name, None)
         if spec.name == "database_url" and isinstance(value, str):
-            value = make_url(value).render_as_string(hide_password=True)
+            value = _without_password(value)
         parts.append(f"{spec.name}={value}")
     return " ".join(parts)
+
+
+def _without_password(database_url: str) -> str:
+    """The URL with its password masked; a plain SQLite URL has none to mask, and is shown
+    without importing SQLAlchemy (reconciler/ledger/url.py)."""
+    if plain_sqlite_file(database_url) is not None:
+        return database_url
+    from sqlalchemy.engine import make_url
+
+    return make_url(database_url).render_as_string(hide_password=True)
+
+
+_RUN_LOG = logging.getLogger("reconciler")  # the logger app.py logs a run with
+
+
+def run_started(run_id: int, command: str, dry_run: bool, settings: Settings) -> None:
+    """A run's first line, with its settings; every later line of the run carries its id."""
+    RUN_ID.run_id = run_id
+    dry = " (dry run)" if dry_run else ""
+    _RUN_LOG.info("run %d started: %s%s with %s", run_id, command, dry, settings_for_log(settings))
+
+
+def run_finished(
+    run_id: int,
+    exit_code: int,
+    counts: str,
+    graph_requests: int,
+    duration_s: float,
+    error: str | None,
+) -> None:
+    """A run's last line: how it ended and what it did (`counts` as the summary says it)."""
+    _RUN_LOG.info(
+        "run %d finished: exit %d; %s; %d Graph requests in %.1fs%s",
+        run_id,
+        exit_code,
+        counts or "nothing to do",
+        graph_requests,
+        duration_s,
+        f"; {error}" if error else "",
+    )
+    RUN_ID.run_id = None
+
+
+def ledger_file_warned(warnings: list[str]) -> None:
+    """Each problem with the ledger file, every run, in the log and on stderr (once when the
+    log already goes to stderr)."""
+    for warning in warnings:
+        _RUN_LOG.warning("%s", warning)
+        if not to_stderr():
+            print(f"photosync: warning: {warning}", file=sys.stderr)

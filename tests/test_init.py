@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from reconciler.cli import main
 from reconciler.config import SETTINGS, load_settings
 from reconciler.ledger.db import Ledger
+from reconciler.ledger.revision import HEAD_REVISION
 
 
 def init(*args: str) -> Result:
@@ -45,7 +46,7 @@ def test_init_writes_every_setting_creates_folders_and_a_ledger_at_head(tmp_path
     assert stat.S_IMODE(ledger_file.stat().st_mode) == 0o600
     ledger = Ledger(settings.database_url, read_only=True)
     try:
-        assert ledger.revision() == ledger.head_revision()
+        assert ledger.revision() == HEAD_REVISION
     finally:
         ledger.dispose()
 

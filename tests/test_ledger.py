@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
 
 from reconciler.errors import LedgerError, RunLockedError
-from reconciler.ledger.db import Ledger, ledger_file_warnings, migrations_config
+from reconciler.ledger.db import Ledger, migrations_config
+from reconciler.ledger.lock import ledger_file_warnings
+from reconciler.ledger.revision import HEAD_REVISION
+from reconciler.ledger.url import plain_sqlite_file, with_file
 from tests.helpers import lock_holder
 
 
@@ -19,7 +23,7 @@ def test_upgrade_from_empty_creates_every_table(tmp_path: Path) -> None:
     ledger.upgrade()
     tables = set(inspect(ledger.engine).get_table_names())
     assert {"runs", "users", "inbox_files", "uploads", "run_files", "sync_state"} <= tables
-    assert ledger.revision() == ledger.head_revision()
+    assert ledger.revision() == HEAD_REVISION
     path = tmp_path / "new" / "dir" / "ledger.db"
     assert path.stat().st_mode & 0o777 == 0o600
     ledger.dispose()
@@ -95,3 +99,47 @@ def test_a_hard_linked_ledger_is_warned_about(tmp_path: Path) -> None:
     (warning,) = ledger.file_warnings()
     assert str(tmp_path / "photosync.db") in warning and "2 hard links" in warning
     ledger.dispose()
+
+
+def test_head_revision_is_alembics_head() -> None:
+    """A run skips Alembic when the ledger is at HEAD_REVISION: it must be the newest
+    migration, or a ledger one migration behind would never be upgraded."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(migrations_config())
+    assert scripts.get_current_head() == HEAD_REVISION
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///ledger.db",
+        "sqlite:////var/lib/photosync/ledger.db",
+        "sqlite:///C:/photosync/ledger.db",
+        "sqlite:///folder with spaces/José's ledger.db",
+        "sqlite:///a@b:c/ledger.db",
+        "sqlite:///#hash/ledger.db",
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///ledger.db?mode=ro",
+        "sqlite:///50%25/ledger.db",
+        "sqlite+pysqlite:///ledger.db",
+        "postgresql+psycopg://user:pw@host/db",
+    ],
+)
+def test_plain_sqlite_urls_are_read_as_sqlalchemy_reads_them(url: str) -> None:
+    """The idle run reads a plain SQLite URL without SQLAlchemy; it must name the same file
+    SQLAlchemy would, and leave every other URL to SQLAlchemy."""
+    parsed = make_url(url)
+    plain = plain_sqlite_file(url)
+    if plain is not None:
+        assert parsed.drivername == "sqlite" and not parsed.query
+        assert plain == parsed.database
+        assert make_url(with_file(plain)) == parsed
+    else:
+        assert (
+            parsed.drivername != "sqlite"
+            or parsed.database in (None, ":memory:")
+            or parsed.query
+            or "%" in url
+        )

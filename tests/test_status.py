@@ -11,6 +11,7 @@ from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.ledger.db import Ledger
+from reconciler.ledger.revision import HEAD_REVISION
 from tests.helpers import cli_args, every_reason
 
 
@@ -37,7 +38,7 @@ def test_status_json_shows_runs_waiting_failures_token_age_and_ledger(
     info = json.loads(output)
     assert info["ledger"] == settings.database_url
     ledger = Ledger(settings.database_url)
-    assert info["schema_revision"] == ledger.head_revision() is not None
+    assert info["schema_revision"] == HEAD_REVISION is not None
     ledger.dispose()
     assert 7190 <= info["delta_token_age_s"] <= 7260
     [run] = info["runs"]
@@ -63,7 +64,7 @@ def test_status_text_is_readable(settings: Settings, emulator: GraphEmulator) ->
 
     assert code == 0, output
     lines = output.splitlines()
-    head = Ledger(settings.database_url).head_revision()
+    head = HEAD_REVISION
     assert lines[0] == f"ledger: {settings.database_url} (schema {head})"
     assert "delta token age: 0.0 h" in lines[1]
     assert "files in the inbox: ambiguous 1, failed 1, ineligible 2, unmatched 2" in lines

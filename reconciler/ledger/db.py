@@ -12,31 +12,32 @@ naming the ledger and what to do, exit 2.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import socket
 import sqlite3
-import stat
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import filelock
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 from reconciler.errors import ConfigError, LedgerError, RunLockedError
+from reconciler.ledger.lock import (
+    describe_holder,
+    file_lock,
+    holder_identity,
+    lock_path,
+    sqlite_file_warnings,
+)
+from reconciler.ledger.revision import HEAD_REVISION, VERSION_TABLE, revision_problem
 
 
 class LedgerUnusable(ConfigError, LedgerError):
@@ -121,31 +122,6 @@ def driver_problem(url: URL, exc: BaseException) -> str:
     return f"the database driver for {url.drivername} is not installed ({exc})"
 
 
-def revision_problem(
-    where: str, current: str | None, head: str | None, known: frozenset[str], *, migrating: bool
-) -> str | None:
-    """What stops photosync from using a ledger at revision `current`, or None. A run
-    (`migrating`) brings an older ledger to head itself; a reader only says how to."""
-    if current == head:
-        return None
-    if current is not None and current not in known:
-        return (
-            f"the ledger {where} is at revision {current}, newer than this photosync "
-            f"({head}); upgrade photosync"
-        )
-    if migrating:
-        return None
-    if current is None:
-        return (
-            f"the ledger {where} holds no photosync tables yet; run `photosync db upgrade` "
-            "or a first `photosync reconcile`"
-        )
-    return (
-        f"the ledger {where} is at revision {current}, behind this photosync ({head}); "
-        "run `photosync db upgrade`"
-    )
-
-
 def sql_free(exc: SQLAlchemyError) -> str:
     """The database's own words for a failure, without the SQL statement and parameters
     SQLAlchemy appends (which can hold file names and say nothing to an operator)."""
@@ -164,8 +140,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _known_revisions() -> frozenset[str]:
+    """Every revision this photosync's migrations know, read from the scripts by Alembic."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(migrations_config())
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
 def migrations_config(engine: Engine | None = None) -> Config:
     """An Alembic config pointing at the migrations shipped inside the package."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("reconciler._migrations")))
     if engine is not None:
@@ -221,12 +207,11 @@ class Ledger:
     def require_usable(self, *, migrating: bool) -> None:
         """Raise LedgerUnusable unless this photosync can use the ledger: readable as a
         ledger, and at head (or, when `migrating`, at a revision it can bring to head)."""
-        known = frozenset(
-            script.revision
-            for script in ScriptDirectory.from_config(migrations_config()).walk_revisions()
-        )
+        current = self.revision()
+        if current == HEAD_REVISION:
+            return
         problem = revision_problem(
-            self.describe(), self.revision(), self.head_revision(), known, migrating=migrating
+            self.describe(), current, HEAD_REVISION, _known_revisions(), migrating=migrating
         )
         if problem is not None:
             raise LedgerUnusable(problem)
@@ -235,7 +220,14 @@ class Ledger:
         return self.url.render_as_string(hide_password=True)
 
     def upgrade(self) -> None:
+        """Bring the ledger to head. One query when it is there already, as it is on every
+        run but the first after an upgrade of photosync: Alembic is imported only to
+        migrate."""
+        if self.revision() == HEAD_REVISION:
+            return
         self.require_usable(migrating=True)  # never a ledger newer than us, nor a stranger
+        from alembic import command
+
         try:
             command.upgrade(migrations_config(self.engine), "head")
         except (SQLAlchemyError, OSError) as exc:
@@ -243,11 +235,15 @@ class Ledger:
             raise LedgerError(f"cannot migrate the ledger {self.describe()}: {problem}") from exc
 
     def revision(self) -> str | None:
-        """The ledger's Alembic revision (None: no photosync tables yet). A file that is
-        not a database at all is a LedgerUnusable, not SQLite's words and our SQL."""
+        """The ledger's Alembic revision (None: no photosync tables yet), read with one
+        query rather than through Alembic. A file that is not a database at all is a
+        LedgerUnusable, not SQLite's words and our SQL."""
         try:
             with self.engine.connect() as connection:
-                return MigrationContext.configure(connection).get_current_revision()
+                if not inspect(connection).has_table(VERSION_TABLE):
+                    return None
+                query = text(f"SELECT version_num FROM {VERSION_TABLE}")
+                revisions = sorted(connection.execute(query).scalars())
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlite_errorname", None) in _NOT_A_DATABASE:
                 raise LedgerUnusable(
@@ -255,9 +251,8 @@ class Ledger:
                     "or move it aside"
                 ) from exc
             raise LedgerError(f"cannot read the ledger {self.describe()}: {sql_free(exc)}") from exc
-
-    def head_revision(self) -> str | None:
-        return ScriptDirectory.from_config(migrations_config()).get_current_head()
+        # Alembic keeps one row per head; photosync's migrations have one line of history.
+        return ",".join(revisions) or None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -272,14 +267,10 @@ class Ledger:
     def run_lock(self) -> Iterator[None]:
         """Hold the one-run-at-a-time lock. The OS releases it when a process dies, so a
         killed run never blocks the next one. See docs/reliability.md."""
-        holder = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "since": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
+        holder = holder_identity()
         path = sqlite_path(self.url)
         if path is not None:
-            with _file_lock(lock_path(path), holder):
+            with file_lock(lock_path(path), holder):
                 yield
         elif self.url.get_backend_name() == "postgresql":
             with _pg_advisory_lock(self.engine, holder, self.describe()):
@@ -289,159 +280,12 @@ class Ledger:
 
     def file_warnings(self) -> list[str]:
         """What the operator should fix about the SQLite file itself (permissions, extra
-        names); nothing for other databases or where the OS has no such notion."""
+        names); nothing for other databases."""
         path = sqlite_path(self.url)
-        if path is None or os.name != "posix":
-            return []
-        real = Path(os.path.realpath(path))
-        try:
-            info = real.stat()
-        except OSError:
-            return []  # not there yet: it is created 0600 when first opened
-        return ledger_file_warnings(real, info.st_mode, info.st_nlink)
+        return [] if path is None else sqlite_file_warnings(path)
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def lock_path(database: Path) -> Path:
-    """The run lock of a SQLite ledger, beside the file the path resolves to: every name
-    that reaches that file (a symlinked file or folder, a relative path, `..`) takes the
-    same lock. Hard links are other names for the file, not paths to it: see
-    docs/reliability.md."""
-    real = Path(os.path.realpath(database))
-    return real.with_name(real.name + ".lock")
-
-
-# Read or write by group or others; an execute bit alone gives no access to a data file.
-_SHARED_ACCESS = stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH
-
-
-def ledger_file_warnings(path: Path, mode: int, links: int) -> list[str]:
-    """One line per problem with a ledger file of this mode and link count."""
-    warnings = []
-    if mode & _SHARED_ACCESS:
-        warnings.append(
-            f"the ledger {path} can be read or written by other accounts "
-            f"(mode {stat.S_IMODE(mode):04o}) and holds the tenant's user directory: "
-            f"run `chmod 600 {path}`"
-        )
-    if links > 1:
-        warnings.append(
-            f"the ledger {path} has {links} hard links: a run that opens it by another of "
-            "those names takes another run lock and another journal; remove the extra names "
-            "and use a symlink instead"
-        )
-    return warnings
-
-
-def describe_holder(info: dict[str, Any]) -> str:
-    # Host last: PostgreSQL keeps only 63 characters of application_name.
-    return f"pid {info['pid']} since {info['since']} on {info['host']}"
-
-
-# The holder's identity is written into the lock file after this many bytes: Windows locks
-# byte 0 of the file (LockFileEx) and no other process may read a locked byte.
-_IDENTITY_OFFSET = 1
-# How long a refused run waits for the holder to write its identity, which it does right
-# after it takes the lock: the gap is microseconds, unless the holder is frozen mid-way.
-_IDENTITY_WAIT_S = 1.0
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, holder: dict[str, Any]) -> Iterator[None]:
-    # Our own descriptor, never truncated on open: the holder's identity lives in the file
-    # and a process that is refused the lock must not wipe it.
-    try:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
-    except OSError as exc:
-        raise LedgerError(
-            f"cannot open the run lock {path}: {exc.strerror}; "
-            f"let this account create and write files in {path.parent}"
-        ) from None
-    try:
-        _make_private(descriptor)
-        if not _try_lock(descriptor, path):
-            raise RunLockedError(_holder_of(descriptor), lock=str(path))
-        try:
-            try:
-                _write_identity(descriptor, holder)
-            except OSError as exc:
-                raise LedgerError(
-                    f"cannot write to the run lock {path}: {exc.strerror}; "
-                    f"free some space on, or let this account write to, {path.parent}"
-                ) from None
-            yield
-        finally:
-            # Emptied, never deleted: unlinking a lock file lets a process that opened the
-            # old inode and a process that creates a new one both "hold" the lock.
-            with contextlib.suppress(OSError):
-                os.ftruncate(descriptor, 0)
-            with contextlib.suppress(OSError):  # closing the descriptor releases it anyway
-                filelock.unlock_descriptor(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _try_lock(descriptor: int, path: Path) -> bool:
-    try:
-        return filelock.lock_descriptor(descriptor, blocking=False)
-    except OSError as exc:  # e.g. a network file system without locks (ENOLCK)
-        raise LedgerError(
-            f"cannot lock the run lock {path}: {exc.strerror}; keep a SQLite ledger on a "
-            "local disk (see docs/reliability.md)"
-        ) from None
-
-
-def _make_private(descriptor: int) -> None:
-    # A lock file made by an older photosync (or under a loose umask) is tightened too.
-    if os.name == "posix":
-        with contextlib.suppress(OSError):  # someone else's file: theirs to fix
-            os.fchmod(descriptor, 0o600)
-
-
-def _write_identity(descriptor: int, holder: dict[str, Any]) -> None:
-    payload = b"\n" * _IDENTITY_OFFSET + json.dumps(holder).encode("utf-8")
-    os.lseek(descriptor, 0, os.SEEK_SET)
-    os.write(descriptor, payload)
-    os.ftruncate(descriptor, len(payload))
-
-
-def _read_identity(descriptor: int) -> dict[str, Any] | None:
-    os.lseek(descriptor, _IDENTITY_OFFSET, os.SEEK_SET)
-    try:
-        info = json.loads(os.read(descriptor, 4096).decode("utf-8"))
-    except (OSError, ValueError):
-        return None  # empty, or caught mid-write
-    if not isinstance(info, dict) or not {"pid", "since", "host"} <= info.keys():
-        return None
-    return info
-
-
-def _holder_of(descriptor: int) -> str:
-    """Who holds the lock, as the holder wrote it. Read again briefly while the identity is
-    missing or is a dead process's (a crashed run's, not yet overwritten by the new holder)."""
-    deadline = time.monotonic() + _IDENTITY_WAIT_S
-    while True:
-        info = _read_identity(descriptor)
-        if info is not None and not _is_dead_local_process(info):
-            return describe_holder(info)
-        if time.monotonic() >= deadline:
-            return "its pid, host and start time are not recorded in the lock file"
-        time.sleep(0.02)
-
-
-def _is_dead_local_process(info: dict[str, Any]) -> bool:
-    # Only on this host, and only where signal 0 is a probe: on Windows os.kill terminates.
-    if os.name != "posix" or info.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(info["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, ValueError, OverflowError):
-        return False  # alive under another account, or not a pid we can judge
-    return False
 
 
 @contextlib.contextmanager
