@@ -79,6 +79,12 @@ def reconcile(settings: Settings, dry_run: bool, full_refresh: bool, as_json: bo
     Example:
       photosync reconcile --inbox-dir /Photos/InProgress --dry-run
     """
+    from reconciler import idle
+
+    # Most scheduled runs: an empty inbox and nothing left over, recorded in milliseconds.
+    quiet = None if dry_run or full_refresh else idle.run_if_idle(settings)
+    if quiet is not None:
+        finish(quiet, as_json, lambda: None)
     from reconciler import app
 
     with progress_hooks() as progress:
