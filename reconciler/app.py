@@ -12,9 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
-
-from sqlalchemy.orm import Session
 
 from reconciler import dry_run as what_if
 from reconciler import images, logs, undo
@@ -26,7 +23,6 @@ from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import FILTER_VALUES_LIMIT, GraphClient
 from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
-from reconciler.ledger.records import FileRecord, RunFileRecord, RunRecord, UploadRecord
 from reconciler.matching import UserIndex
 from reconciler.model import (
     USER_SELECT,
@@ -49,7 +45,6 @@ from reconciler.planner import (
     undecided,
     waiting,
 )
-from reconciler.report import REASONS, ReportRow
 from reconciler.scanner import ScanResult, scan
 
 log = logging.getLogger("reconciler")
@@ -135,9 +130,8 @@ def refresh_users(
     changes (docs/graph-behaviour.md, "Full listing as a backstop")."""
     with ledger.session() as session:
         saved = repository.get_state(session, repository.DELTA_LINK)
-        listed = repository.get_state(session, repository.FULL_LISTING_AT)
         delta_link = saved.value if saved else None
-        listed_at = _parse_time(listed.value) if listed else None
+        listed_at = repository.full_listing_at(session)
     due = listed_at is None or (_utcnow() - listed_at).total_seconds() >= full_refresh_hours * 3600
     if delta_link and not full and not due:
         try:
@@ -186,13 +180,6 @@ def _apply_user_changes(client: GraphClient, ledger: Ledger, changes: UserChange
 
 def _chunked(values: list[str], size: int) -> list[list[str]]:
     return [values[start : start + size] for start in range(0, len(values), size)]
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return _utc(datetime.fromisoformat(text))
-    except ValueError:
-        return None
 
 
 def confirm_before_write(run: _Run, the_plan: Plan, overrides: Mapping[str, str]) -> Plan:
@@ -535,290 +522,5 @@ def upgrade_database(settings: Settings) -> tuple[str, str | None]:
         ledger.dispose()
 
 
-# --- reading the ledger: status, reports and runs (no Graph call, no lock, no write)
-
-
-def read_ledger(settings: Settings) -> Ledger:
-    """The ledger opened read-only, as it is: never created, migrated, locked or written,
-    so the read-only commands work for an account that may only read it. A missing ledger,
-    or one not at this photosync's revision, is a one-line LedgerUnusable (exit 2)."""
-    ledger = Ledger(settings.database_url, read_only=True)
-    try:
-        ledger.require_usable(migrating=False)
-    except BaseException:
-        ledger.dispose()
-        raise
-    return ledger
-
-
-def status(settings: Settings, *, runs: int = 10) -> dict[str, Any]:
-    """The ledger at a glance: last runs, files waiting, failures by reason, the delta
-    token's age, where the ledger is and its schema revision."""
-    ledger = read_ledger(settings)
-    try:
-        with ledger.session() as session:
-            recent = repository.recent_runs(session, runs)
-            waiting = repository.waiting_counts(session)
-            delta = repository.get_state(session, repository.DELTA_LINK)
-            listed = repository.get_state(session, repository.FULL_LISTING_AT)
-            listed_at = _parse_time(listed.value) if listed else None
-            users = repository.count_users(session)
-            run_views = [_run_view(run) for run in recent]
-            drifted = repository.drifts(session)
-        rows = _not_landed_rows(ledger, settings.include_external_members)
-        failures: dict[str, int] = {}
-        by_reason: dict[tuple[str, str], int] = {}
-        for row in rows:
-            if row.reason in ("failed", "invalid"):
-                failures[row.reason] = failures.get(row.reason, 0) + 1
-                key = (row.reason, _failure_key(row))
-                by_reason[key] = by_reason.get(key, 0) + 1
-        return {
-            "ledger": ledger.describe(),
-            "schema_revision": ledger.revision(),
-            "users": users,
-            "delta_token_age_s": _seconds_between(delta.updated_at, _utcnow()) if delta else None,
-            # How stale the backstop for what delta rounds miss is (full_refresh_hours).
-            "full_listing_age_s": _seconds_between(listed_at, _utcnow()) if listed_at else None,
-            "waiting": waiting,
-            "failures": failures,
-            "failure_reasons": [
-                {"outcome": outcome, "reason": reason, "files": count}
-                for (outcome, reason), count in sorted(by_reason.items(), key=lambda i: -i[1])
-            ],
-            "runs": run_views,
-            # Photos `verify` found changed or removed outside photosync.
-            "drift": {
-                "count": len(drifted),
-                "oldest": (
-                    _utc(drifted[0].first_seen_at).isoformat(timespec="seconds")
-                    if drifted
-                    else None
-                ),
-            },
-        }
-    finally:
-        ledger.dispose()
-
-
-def _failure_key(row: ReportRow) -> str:
-    """What failures have in common, so that status can count them together."""
-    if row.reason == "invalid":
-        return row.image_error or row.detail
-    if row.graph_error_code:
-        return row.graph_error_code + (f" (HTTP {row.http_status})" if row.http_status else "")
-    if row.http_status:
-        return f"HTTP {row.http_status}"
-    return row.graph_error_message or row.detail
-
-
-def _seconds_between(then: datetime, now: datetime) -> float:
-    return round((_utc(now) - _utc(then)).total_seconds(), 1)
-
-
-# The commands whose --json always carries the per-user outcomes (RunSummary.per_user).
-PER_USER_COMMANDS = frozenset({"rollback", "verify"})
-
-
-def _run_view(run: RunRecord) -> dict[str, Any]:
-    """A recorded run as `reconcile --json` printed it (RunSummary.to_json: the contract's
-    flat counts, graph_requests, duration_s, dry_run), plus what only the ledger knows:
-    command, started_at, exit_code and error. duration_s is None while a run is going. The
-    counts are not repeated under a `counts` key: nothing reads them there."""
-    finished = run.finished_at
-    counts = {o: int((run.counts or {}).get(o.value, 0)) for o in Outcome}
-    summary = RunSummary(
-        run.id,
-        counts=counts,
-        graph_requests=run.graph_requests,
-        dry_run=run.dry_run,
-        per_user=run.command in PER_USER_COMMANDS,
-    )
-    view = summary.to_json()
-    view["duration_s"] = _seconds_between(run.started_at, finished) if finished else None
-    return view | {
-        "command": run.command,
-        "started_at": _utc(run.started_at).isoformat(timespec="seconds"),
-        "exit_code": run.exit_code,
-        "error": run.error,
-    }
-
-
-def runs_list(settings: Settings, *, limit: int = 20) -> list[dict[str, Any]]:
-    """The last `limit` runs, newest first, each as _run_view shows it."""
-    ledger = read_ledger(settings)
-    try:
-        with ledger.session() as session:
-            return [_run_view(run) for run in repository.recent_runs(session, limit)]
-    finally:
-        ledger.dispose()
-
-
-def report_unmatched(settings: Settings) -> list[ReportRow]:
-    """Every file that has not landed, with its reason's detail; the ledger alone."""
-    ledger = read_ledger(settings)
-    try:
-        return _not_landed_rows(ledger, settings.include_external_members)
-    finally:
-        ledger.dispose()
-
-
-def _not_landed_rows(ledger: Ledger, include_external: bool) -> list[ReportRow]:
-    with ledger.session() as session:
-        files = repository.not_landed(session)
-        ids = [f.id for f in files]
-        uploads = repository.last_uploads_of(session, ids)
-        considered = repository.last_considered(session, ids)
-        users = repository.users_by_id(session, {f.user_id for f in files if f.user_id})
-        rows = [
-            _report_row(f, uploads.get(f.id), considered.get(f.id), users, include_external)
-            for f in files
-        ]
-        rows += _drift_rows(session)
-    return sorted(rows, key=lambda r: (REASONS.index(r.reason), r.file))
-
-
-def _drift_rows(session: Session) -> list[ReportRow]:
-    """One row per photo `verify` found changed or removed outside photosync."""
-    drifted = repository.drifts(session)
-    writes = repository.latest_writes(session) if drifted else {}
-    files = repository.files_of_uploads(
-        session, [writes[d.user_id].upload_id for d in drifted if d.user_id in writes]
-    )
-    users = repository.users_by_id(session, {d.user_id for d in drifted})
-    rows = []
-    for drift in drifted:
-        write = writes.get(drift.user_id)
-        file = files.get(write.upload_id) if write else None
-        user = users.get(drift.user_id)
-        label = user.label if user else drift.user_id
-        rows.append(
-            ReportRow(
-                file=file.name if file else label,
-                reason="drifted",
-                detail=(
-                    f"the photo photosync set was {drift.state} since by someone else; "
-                    "`photosync verify --fix` puts it back"
-                ),
-                suggestions=[],
-                candidates=[],
-                ineligible_because=None,
-                image_error=None,
-                graph_error_code=None,
-                graph_error_message=None,
-                http_status=None,
-                attempts=None,
-                user=label,
-                first_seen=_utc(drift.first_seen_at),
-                last_attempt=_utc(drift.last_seen_at),
-                location="graph",
-                path=file.path if file else "",
-            )
-        )
-    return rows
-
-
-def _report_row(
-    file: FileRecord,
-    upload: UploadRecord | None,
-    considered: datetime | None,
-    users: dict[str, User],
-    include_external: bool,
-) -> ReportRow:
-    reason = "invalid" if file.location == "failed" else file.last_outcome or "deferred"
-    user = users.get(file.user_id) if file.user_id else None
-    # Only a failed upload explains a "failed" file; a failed move after a good upload doesn't.
-    graph_failure = (
-        upload if reason == "failed" and upload and upload.status.startswith("failed") else None
-    )
-    last_attempt = considered or file.last_attempt_at
-    if graph_failure is not None:
-        last_attempt = graph_failure.finished_at or graph_failure.started_at
-    listed = list(file.last_candidates or [])
-    return ReportRow(
-        file=file.name,
-        reason=reason,
-        detail=file.last_reason or "",
-        suggestions=listed if reason == "unmatched" else [],
-        candidates=listed if reason == "ambiguous" else [],
-        ineligible_because=(
-            user.ineligibility(include_external=include_external)
-            if user and reason == "ineligible"
-            else None
-        ),
-        image_error=file.last_reason if reason == "invalid" else None,
-        graph_error_code=graph_failure.graph_error_code if graph_failure else None,
-        graph_error_message=graph_failure.graph_error_message if graph_failure else None,
-        http_status=graph_failure.http_status if graph_failure else None,
-        attempts=graph_failure.attempts if graph_failure else None,
-        user=user.label if user else None,
-        first_seen=_utc(file.first_seen_at),
-        last_attempt=_utc(last_attempt) if last_attempt else None,
-        location=file.location,
-        path=file.destination or file.path,
-        # The notes on the photo as it was prepared for its last upload (failed ones too).
-        quality_notes=list(upload.quality_notes or []) if upload else [],
-    )
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def run_details(settings: Settings, run_id: int) -> dict[str, Any] | None:
-    """What one run did, file by file (table run_files), with each upload's HTTP status and
-    client-request-id for a support ticket; None when the ledger has no such run."""
-    ledger = read_ledger(settings)
-    try:
-        with ledger.session() as session:
-            run = repository.get_run(session, run_id)
-            if run is None:
-                return None
-            run_files = repository.run_files_of(session, run_id)
-            uploads = repository.uploads_of_run(session, run_id)
-            users = repository.users_by_id(session, {rf.user_id for rf in run_files if rf.user_id})
-            details = _run_view(run) | {"host": run.host, "pid": run.pid}
-            details["files"] = [
-                _run_file_view(run_file, uploads.get(run_file.file_id), users)
-                for run_file in run_files
-            ]
-            # What a rollback, prune or verify --fix did, user by user (table photo_changes).
-            changes = repository.changes_of_run(session, run_id)
-            changed = repository.users_by_id(session, {c.user_id for c in changes})
-            details["changes"] = [
-                {
-                    "kind": c.kind,
-                    "user_id": c.user_id,
-                    "user": changed[c.user_id].label if c.user_id in changed else c.user_id,
-                    "status": c.status,
-                    "reason": c.reason,
-                }
-                for c in changes
-            ]
-            return details
-    finally:
-        ledger.dispose()
-
-
-def _run_file_view(
-    run_file: RunFileRecord,
-    upload: UploadRecord | None,
-    users: dict[str, User],
-) -> dict[str, Any]:
-    user = users.get(run_file.user_id) if run_file.user_id else None
-    return {
-        "file": run_file.file_name,
-        "outcome": run_file.outcome,
-        "reason": run_file.reason,
-        "user_id": run_file.user_id,
-        "user": user.label if user else None,
-        "destination": run_file.destination,
-        "http_status": upload.http_status if upload else None,
-        "attempts": upload.attempts if upload else None,
-        "client_request_id": upload.client_request_id if upload else None,
-        "quality_notes": list(upload.quality_notes or []) if upload else [],
-    }

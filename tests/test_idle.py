@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from reconciler import app, idle
+from reconciler import app, idle, queries
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.ledger.quick import IdleFacts
@@ -71,7 +71,7 @@ def test_an_idle_run_records_the_row_the_full_path_records(settings: Settings) -
     same = {k: v for k, v in first.items() if k not in _PER_RUN}
     assert {k: v for k, v in second.items() if k not in _PER_RUN} == same
     # And the full path reads the idle run's row as one of its own.
-    assert app.runs_list(settings, limit=1)[0]["run_id"] == quiet.run_id
+    assert queries.runs_list(settings, limit=1)[0].run_id == quiet.run_id
 
 
 def test_an_idle_scheduled_run_loads_no_heavy_library(

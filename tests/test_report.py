@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from reconciler import app
+from reconciler import app, queries
 from reconciler.cli import main
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
@@ -231,6 +231,6 @@ def test_a_file_only_a_dry_run_has_seen_is_in_the_report(
     write_jpeg(settings.inbox_dir / "Jon Smith.jpg")
     app.reconcile(settings, dry_run=True)
 
-    rows = app.report_unmatched(settings)
+    rows = queries.report_unmatched(settings)
 
     assert [(row.file, row.location) for row in rows] == [("Jon Smith.jpg", "inbox")]

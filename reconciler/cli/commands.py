@@ -28,7 +28,14 @@ from reconciler.cli.options import (
     settings_options_using,
 )
 from reconciler.cli.progress import on_terminal, progress_hooks
-from reconciler.cli.render import finish, render_dry_run, render_results, run_line
+from reconciler.cli.render import (
+    finish,
+    render_dry_run,
+    render_results,
+    render_run_details,
+    render_status,
+    run_line,
+)
 from reconciler.config import SETTINGS, Settings
 from reconciler.model import Outcome
 from reconciler.names import one_line
@@ -299,43 +306,13 @@ def status(settings: Settings, runs: int, as_json: bool) -> None:
     Example:
       photosync status --config /etc/photosync.toml --runs 5
     """
-    from reconciler import app
+    from reconciler import queries
 
-    info = app.status(settings, runs=runs)
-    # Links and folders in the inbox, each with what to do: nothing else lists them.
-    info["ignored"] = [
-        {"file": row.file, "reason": row.detail}
-        for row in app.report_unmatched(settings)
-        if row.reason == "ignored"
-    ]
+    info = queries.status(settings, runs=runs)
     if as_json:
-        click.echo(json.dumps(info, default=str))
+        click.echo(json.dumps(info.to_json(), default=str))
         return
-    click.echo(f"ledger: {info['ledger']} (schema {info['schema_revision']})")
-    age = info["delta_token_age_s"]
-    listed = info["full_listing_age_s"]
-    click.echo(
-        f"users known: {info['users']}; delta token age: "
-        f"{'none yet' if age is None else f'{age / 3600:.1f} h'}; last full listing: "
-        f"{'none yet' if listed is None else f'{listed / 3600:.1f} h ago'}"
-    )
-    waiting = ", ".join(f"{k} {v}" for k, v in sorted(info["waiting"].items())) or "none"
-    click.echo(f"files in the inbox: {waiting}")
-    failures = ", ".join(f"{k} {v}" for k, v in sorted(info["failures"].items())) or "none"
-    click.echo(f"failures: {failures}")
-    for failure in info["failure_reasons"]:
-        click.echo(f"  {failure['outcome']:<8} {failure['files']:>4}  {failure['reason']}")
-    for entry in info["ignored"]:
-        click.echo(one_line(f"  ignored  {entry['file']}: {entry['reason']}"))
-    drift = info.get("drift") or {}
-    if drift.get("count"):
-        click.echo(
-            f"photos changed outside photosync: {drift['count']} (oldest first seen "
-            f"{drift['oldest']}); `photosync verify --fix` puts them back"
-        )
-    click.echo("last runs:" if info["runs"] else "last runs: none yet")
-    for run in info["runs"]:
-        click.echo("  " + run_line(run))
+    render_status(info)
 
 
 @main.group()
@@ -368,11 +345,11 @@ def runs_list(settings: Settings, limit: int, as_json: bool) -> None:
     Example:
       photosync runs list --limit 5 --json
     """
-    from reconciler import app
+    from reconciler import queries
 
-    listed = app.runs_list(settings, limit=limit)
+    listed = queries.runs_list(settings, limit=limit)
     if as_json:
-        click.echo(json.dumps(listed, default=str))
+        click.echo(json.dumps([run.to_json() for run in listed], default=str))
         return
     if not listed:
         click.echo("no runs yet")
@@ -392,33 +369,17 @@ def show(settings: Settings, run_id: int, as_json: bool) -> None:
     Example:
       photosync runs show 42 --json
     """
-    from reconciler import app
+    from reconciler import queries
 
-    details = app.run_details(settings, run_id)
+    details = queries.run_details(settings, run_id)
     if details is None:
         fail(
             f"no run {run_id} in the ledger; `photosync runs list` lists the last runs", EXIT_USAGE
         )
     if as_json:
-        click.echo(json.dumps(details, default=str))
+        click.echo(json.dumps(details.to_json(), default=str))
         return
-    click.echo(f"{run_line(details)} (host {details['host']}, pid {details['pid']})")
-    for file in details["files"]:
-        user = f"  ->  {file['user']}" if file["user"] else ""
-        where = f"  => {file['destination']}" if file["destination"] else ""
-        http = ""
-        if file["http_status"] is not None:
-            http = (
-                f"  [HTTP {file['http_status']}, {file['attempts']} attempt(s), "
-                f"client-request-id {file['client_request_id']}]"
-            )
-        line = f"{file['outcome']:<10}  {file['file']}{user}  ({file['reason']}){where}{http}"
-        click.echo(one_line(line))
-        if file.get("quality_notes"):
-            click.echo(one_line("            quality: " + "; ".join(file["quality_notes"])))
-    for change in details.get("changes", []):
-        line = f"{change['kind']:<10}  {change['user']}  {change['status']} ({change['reason']})"
-        click.echo(one_line(line))
+    render_run_details(details)
 
 
 @main.group()
@@ -478,10 +439,10 @@ def unmatched(
     Example:
       photosync report unmatched --format csv --output unmatched.csv
     """
-    from reconciler import app
+    from reconciler import queries
 
     chosen = report_format(fmt, as_json=as_json, excel=excel)
-    text = render_report(app.report_unmatched(settings), chosen)
+    text = render_report(queries.report_unmatched(settings), chosen)
     if not text.endswith("\n"):
         text += "\n"
     # Excel reads a CSV without a byte order mark as the local code page: "José" garbled.

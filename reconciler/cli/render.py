@@ -1,17 +1,21 @@
-"""The text a person reads: one line per file, the run's summary line, a run's line in
-`status` and `runs`. `--json` output is each value's own to_json (model.py)."""
+"""The text a person reads: one line per file, the run's summary line, `status` and a run's
+line in `status` and `runs`. `--json` output is each value's own to_json (model.py,
+queries.py)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from reconciler.model import FAILS_RUN, UNDO_OUTCOMES, FileResult, Outcome, Plan, RunSummary
 from reconciler.names import one_line, shown
+
+if TYPE_CHECKING:  # only for the annotations: the ledger is imported when a command needs it
+    from reconciler.queries import RunDetailsView, RunView, StatusView
 
 _VERB = {
     Outcome.UPLOADED: "upload",
@@ -83,12 +87,58 @@ def render_pruned(summary: RunSummary) -> None:
             click.echo(one_line(f"{line}  ({result.reason})"))
 
 
-def run_line(run: dict[str, Any]) -> str:
-    counts = ", ".join(f"{o.value} {run[o.value]}" for o in Outcome if run.get(o.value)) or "-"
-    duration = "running" if run["duration_s"] is None else f"{run['duration_s']}s"
-    dry = " (dry run)" if run["dry_run"] else ""
-    error = f" error: {run['error']}" if run["error"] else ""
+def run_line(run: RunView) -> str:
+    counts = ", ".join(f"{o.value} {n}" for o, n in run.counts.items() if n) or "-"
+    duration = "running" if run.duration_s is None else f"{run.duration_s}s"
+    dry = " (dry run)" if run.dry_run else ""
+    error = f" error: {run.error}" if run.error else ""
     return (
-        f"#{run['run_id']} {run['command']}{dry} {run['started_at']} {duration} "
-        f"exit {run['exit_code']} graph {run['graph_requests']}: {counts}{error}"
+        f"#{run.run_id} {run.command}{dry} {run.started_at} {duration} "
+        f"exit {run.exit_code} graph {run.graph_requests}: {counts}{error}"
     )
+
+
+def render_status(status: StatusView) -> None:
+    click.echo(f"ledger: {status.ledger} (schema {status.schema_revision})")
+    age = status.delta_token_age_s
+    listed = status.full_listing_age_s
+    click.echo(
+        f"users known: {status.users}; delta token age: "
+        f"{'none yet' if age is None else f'{age / 3600:.1f} h'}; last full listing: "
+        f"{'none yet' if listed is None else f'{listed / 3600:.1f} h ago'}"
+    )
+    waiting = ", ".join(f"{k} {v}" for k, v in sorted(status.waiting.items())) or "none"
+    click.echo(f"files in the inbox: {waiting}")
+    failures = ", ".join(f"{k} {v}" for k, v in sorted(status.failures.items())) or "none"
+    click.echo(f"failures: {failures}")
+    for failure in status.failure_reasons:
+        click.echo(f"  {failure.outcome:<8} {failure.files:>4}  {failure.reason}")
+    for entry in status.ignored:
+        click.echo(one_line(f"  ignored  {entry.file}: {entry.reason}"))
+    if status.drift.count:
+        click.echo(
+            f"photos changed outside photosync: {status.drift.count} (oldest first seen "
+            f"{status.drift.oldest}); `photosync verify --fix` puts them back"
+        )
+    click.echo("last runs:" if status.runs else "last runs: none yet")
+    for run in status.runs:
+        click.echo("  " + run_line(run))
+
+
+def render_run_details(details: RunDetailsView) -> None:
+    click.echo(f"{run_line(details.run)} (host {details.host}, pid {details.pid})")
+    for file in details.files:
+        user = f"  ->  {file.user}" if file.user else ""
+        where = f"  => {file.destination}" if file.destination else ""
+        http = ""
+        if file.http_status is not None:
+            http = (
+                f"  [HTTP {file.http_status}, {file.attempts} attempt(s), "
+                f"client-request-id {file.client_request_id}]"
+            )
+        click.echo(one_line(f"{file.outcome:<10}  {file.file}{user}  ({file.reason}){where}{http}"))
+        if file.quality_notes:
+            click.echo(one_line("            quality: " + "; ".join(file.quality_notes)))
+    for change in details.changes:
+        line = f"{change.kind:<10}  {change.user}  {change.status} ({change.reason})"
+        click.echo(one_line(line))

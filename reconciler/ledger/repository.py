@@ -250,6 +250,16 @@ def get_state(session: Session, key: str) -> StateRecord | None:
     return None if row is None else StateRecord(row.value, row.updated_at)
 
 
+def full_listing_at(session: Session) -> datetime | None:
+    """When the users were last listed in full, in UTC; None if never (or not legible)."""
+    row = session.get(SyncState, FULL_LISTING_AT)
+    try:
+        listed = datetime.fromisoformat(row.value) if row is not None else None
+    except ValueError:
+        return None
+    return _aware(listed) if listed is not None else None
+
+
 def set_state(session: Session, key: str, value: str) -> None:
     row = session.get(SyncState, key)
     if row is None:
