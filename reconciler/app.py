@@ -26,12 +26,9 @@ from reconciler.ledger.db import Ledger
 from reconciler.matching import UserIndex
 from reconciler.model import (
     USER_SELECT,
-    Action,
     ActionKind,
-    FailedUpload,
     FileResult,
     LedgerView,
-    Outcome,
     Plan,
     RunSummary,
     User,
@@ -42,6 +39,7 @@ from reconciler.planner import (
     confirmation_lookups,
     new_or_changed,
     plan,
+    plan_retries,
     undecided,
     waiting,
 )
@@ -460,23 +458,11 @@ def retry_failed(
         observed, file_ids, _view = _observe(settings, run.ledger)
         with run.ledger.session() as session:
             targets = repository.failed_uploads(session, include_permanent=include_permanent)
-        the_plan = Plan(tuple(_retry_actions(observed, targets)))
+        the_plan = plan_retries(observed.files, targets)
         the_plan = confirm_before_write(run, the_plan, overrides)
         if the_plan.actions:
             _apply(run, the_plan, file_ids, progress)
         return run.summary, the_plan
-
-
-def _retry_actions(observed: ScanResult, targets: dict[str, FailedUpload]) -> list[Action]:
-    actions = []
-    for file in observed.files:
-        target = targets.get(file.key)
-        # Content changed since the failure: that is reconcile's business, not a retry.
-        if target is None or target.source_sha256 != file.sha256:
-            continue
-        reason = f"retry of a failed upload for {target.user.label}"
-        actions.append(Action(file, ActionKind.UPLOAD, Outcome.UPLOADED, reason, target.user))
-    return actions
 
 
 # --- undo and drift (reconciler/undo.py)

@@ -24,6 +24,7 @@ from reconciler.matching import (
 from reconciler.model import (
     Action,
     ActionKind,
+    FailedUpload,
     InboxFile,
     LedgerView,
     Outcome,
@@ -186,6 +187,23 @@ def _refuse_competing_files(actions: list[Action]) -> list[Action]:
             )
         )
     return resolved
+
+
+# --- retry-failed
+
+
+def plan_retries(files: Iterable[InboxFile], failed: Mapping[str, FailedUpload]) -> Plan:
+    """Upload again each file whose latest upload failed (`failed`, by path string), to the
+    user that upload was for: no matching. A file whose content changed since the failure
+    is reconcile's business, not a retry."""
+    actions = []
+    for file in files:
+        target = failed.get(file.key)
+        if target is None or target.source_sha256 != file.sha256:
+            continue
+        reason = f"retry of a failed upload for {target.user.label}"
+        actions.append(Action(file, ActionKind.UPLOAD, Outcome.UPLOADED, reason, target.user))
+    return Plan(tuple(actions))
 
 
 # --- confirm before write
