@@ -4,10 +4,12 @@
     Concurrent (4 threads through the AIMD limiter and pacer) against the rate bound
     500/40 = 12.5 s (target ≤ 1.2x), 429s as a share of writes (target ≤ 5 %), photos lost
     (target 0); and the same uploads one at a time.
-(b) $batch (20 photos a request, base64) against concurrent PUTs, 50 ms latency, no quota.
-(c) The whole `photosync reconcile` of 500 photos for 500 new users under the same quota:
+(b) The whole `photosync reconcile` of 500 photos for 500 new users under the same quota:
     listing, confirm-before-write (one $filter lookup per 15 uploads), prepare, upload, move
     and ledger, against the same rate bound (target <= 1.2x).
+
+Uploading through JSON $batch was measured here too and not adopted: docs/graph-behaviour.md,
+"Uploading through $batch: measured, not adopted".
 
     python bench/bench_graph.py [--uploads 500] [--latency 0.05] [--rate 40]
 """
@@ -42,10 +44,10 @@ Items = list[tuple[str, bytes, str]]
 class Result:
     name: str
     wall_s: float
-    writes: int  # photo write requests that reached the emulator (incl. $batch inner)
+    writes: int  # photo write requests that reached the emulator
     throttled: int
     lost: int
-    sent_mb: float  # request bodies, top-level (a $batch carries base64 JSON)
+    sent_mb: float  # request bodies
     note: str = ""
 
 
@@ -165,10 +167,6 @@ def concurrent_puts(
     return upload
 
 
-def batched(graph: GraphClient, items: Items) -> list[UploadReceipt | GraphError]:
-    return graph.upload_photos_batch(items)
-
-
 def table(rows: list[Result], bound: float | None) -> None:
     head = f"{'scenario':<34}{'wall s':>8}{'x bound':>9}{'writes':>8}{'429s':>6}"
     head += f"{'429 %':>7}{'lost':>6}{'MB sent':>9}"
@@ -203,22 +201,7 @@ def main() -> None:
     table([conc, seq], bound)
     print(f"\n    concurrent vs sequential: {seq.wall_s / conc.wall_s:.2f}x faster")
 
-    print(f"\n(b) {n} uploads, latency {latency * 1000:.0f} ms, no write quota\n")
-    puts, _ = run("concurrent PUTs (4)", Faults(latency_s=latency), n, concurrent_puts(4))
-    batch, _ = run("$batch, 20 per request", Faults(latency_s=latency), n, batched)
-    table([puts, batch], None)
-    print(f"\n    $batch vs concurrent PUTs: {puts.wall_s / batch.wall_s:.2f}x faster here")
-    # Graph hands a batch's photo requests to the photo service at most 4 at a time, each
-    # round paying its own latency (docs/graph-behaviour.md, "JSON batching"); the emulator
-    # does the same.
-    floor = -(-n // 20) * -(-20 // 4) * latency
-    print(
-        f"    the emulator, like Graph, runs a batch's photo requests 4 at a time, so {n}\n"
-        f"    uploads in batches of 20 take >= {floor:.2f} s: no real gain over 4 concurrent\n"
-        f"    PUTs, base64 adds {100 * (batch.sent_mb / puts.sent_mb - 1):.0f} % to the bytes, "
-        "and a throttled or failed item\n    is retried per batch round: not adopted."
-    )
-    print(f"\n(c) photosync reconcile, {n} new photos, write quota {rate:g}/s, with confirm\n")
+    print(f"\n(b) photosync reconcile, {n} new photos, write quota {rate:g}/s, with confirm\n")
     table([whole_run(n, latency, rate)], bound)
 
 

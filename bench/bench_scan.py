@@ -136,7 +136,7 @@ def observe_once(root: Path, inbox: Path, round_no: int) -> tuple[float, int, in
         ledger.dispose()
     if observed.deferred or len(file_ids) != len(observed.files):
         raise SystemExit(f"unexpected scan: {len(observed.deferred)} deferred")
-    return seconds, len(file_ids), observed.bytes_read
+    return seconds, len(file_ids), sum(file.stat.size for file in observed.hashed)
 
 
 def bench_first_scan(root: Path, files: int, size: int, rounds: int) -> bool:

@@ -58,7 +58,6 @@ class ScanResult:
     # Entries that cannot be read (failed) or that photosync never reads by rule
     # (`ignored`: links, folders named like photos): each one is reported.
     unreadable: list[UnreadableFile] = field(default_factory=list)
-    bytes_read: int = 0
     started_ns: int = 0
 
 
@@ -105,7 +104,6 @@ def scan(
             result.unreadable.append(UnreadableFile(file, digest.strerror or str(digest)))
             continue
         sha256, after = digest
-        result.bytes_read += after.size
         if after != before:
             # Written to while we read it: the hash describes no single version of the file.
             result.deferred.append(InboxFile(name, Path(path), after, None))

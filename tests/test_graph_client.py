@@ -262,40 +262,6 @@ def test_get_photo_none_when_absent_error_when_no_user(
     assert caught.value.code == "Request_ResourceNotFound"
 
 
-def test_batch_uploads_in_twenties_byte_exact(emulator: GraphEmulator, client: GraphClient) -> None:
-    ids = emulator.tenant.add_users(45)
-    items = [(uid, jpeg_bytes(color=(n, 0, 0)), "image/jpeg") for n, uid in enumerate(ids)]
-    results = client.upload_photos_batch(items)
-    assert all(isinstance(r, UploadReceipt) for r in results)
-    assert client.request_count == 3
-    for uid, data, _ in items:
-        stored = emulator.tenant.photo(uid)
-        assert stored is not None and stored.data == data
-
-
-def test_batch_retries_throttled_items_after_their_retry_after(emulator: GraphEmulator) -> None:
-    # A bucket of 20 writes: the first batch drains it, the second is throttled inside.
-    emulator.faults.write_rate_per_s = 20
-    emulator.faults.fractional_retry_after = True
-    ids = emulator.tenant.add_users(25)
-    (gone,) = emulator.tenant.add_users(1)
-    emulator.tenant.delete_user(gone)
-    items = [(uid, jpeg_bytes(color=(n, 9, 9)), "image/jpeg") for n, uid in enumerate(ids)]
-    with make_client(emulator, max_attempts=20) as graph:
-        results = graph.upload_photos_batch([*items, (gone, b"x", "image/jpeg")])
-    assert all(isinstance(r, UploadReceipt) for r in results[:-1])
-    assert isinstance(results[-1], PermanentGraphError) and results[-1].status == 404
-    assert any(r.attempts > 1 for r in results[:-1] if isinstance(r, UploadReceipt))
-    for uid, data, _ in items:
-        stored = emulator.tenant.photo(uid)
-        assert stored is not None and stored.data == data
-    by_user: dict[str, list[tuple[float, RecordedRequest]]] = defaultdict(list)
-    for batch in (r for r in emulator.requests() if r.path == "/v1.0/$batch"):
-        for inner in batch.inner:
-            by_user[inner.user_id or ""].append((batch.arrived_at, inner))
-    _assert_retry_after_honoured(by_user)
-
-
 def _assert_retry_after_honoured(
     by_user: dict[str, list[tuple[float, RecordedRequest]]],
 ) -> None:

@@ -134,17 +134,15 @@ def test_a_write_404_for_a_user_still_there_means_no_photo_store(
 ) -> None:
     (uid,) = emulator.tenant.add_users(1)
     emulator.faults.photo_errors[uid] = (404, "ResourceNotFound")
-    with make_client(emulator) as graph:
-        with pytest.raises(PermanentGraphError) as caught:
-            graph.upload_photo(uid, jpeg_bytes(), "image/jpeg")
-        [batched] = graph.upload_photos_batch([(uid, jpeg_bytes(), "image/jpeg")])
-    for error in (caught.value, batched):
-        assert isinstance(error, PermanentGraphError)
-        assert error.advice is not None
-        assert "Graph has no photo store for this user (ResourceNotFound)" in error.advice
+    with make_client(emulator) as graph, pytest.raises(PermanentGraphError) as caught:
+        graph.upload_photo(uid, jpeg_bytes(), "image/jpeg")
+    error = caught.value
+    assert isinstance(error, PermanentGraphError)
+    assert error.advice is not None
+    assert "Graph has no photo store for this user (ResourceNotFound)" in error.advice
     assert emulator.tenant.photo(uid) is None
     lookups = [r for r in emulator.requests() if r.path == f"/v1.0/users/{uid}"]
-    assert len(lookups) == 2  # one per failed write, never more
+    assert len(lookups) == 1  # one per failed write, never more
 
 
 # -- end to end: a real reconcile run, then what the ledger, report and runs show say ---

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from reconciler.fingerprint import CachedFingerprint
-from reconciler.scanner import FOLDER_REASON, LINK_REASON, SPECIAL_REASON, read_snapshot, scan
+from reconciler.scanner import (
+    FOLDER_REASON,
+    LINK_REASON,
+    SPECIAL_REASON,
+    ScanResult,
+    read_snapshot,
+    scan,
+)
 
 
 def test_only_plain_files_directly_in_the_inbox(tmp_path: Path) -> None:
@@ -51,13 +58,13 @@ def test_unchanged_files_are_not_read_again(tmp_path: Path) -> None:
         path.write_bytes(bytes([number]) * 1000)
     # The first scan happens a while after the files were written, as in real use.
     first = scan(inbox, {}, settle_seconds=0, clock_ns=later)
-    assert first.bytes_read == 5000
+    assert bytes_hashed(first) == 5000
     cache = {
         str(f.path): CachedFingerprint(f.stat, f.sha256 or "", first.started_ns)
         for f in first.files
     }
     second = scan(inbox, cache, settle_seconds=0)
-    assert second.bytes_read == 0 and second.hashed == []
+    assert bytes_hashed(second) == 0 and second.hashed == []
     assert {f.sha256 for f in second.files} == {f.sha256 for f in first.files}
 
     changed = inbox / "Person 3.jpg"
@@ -87,7 +94,7 @@ def test_recent_files_are_deferred_without_reading(tmp_path: Path) -> None:
     (inbox / "Jane.jpg").write_bytes(b"abc")
     result = scan(inbox, {}, settle_seconds=60)
     assert [f.name for f in result.deferred] == ["Jane.jpg"]
-    assert result.files == [] and result.bytes_read == 0
+    assert result.files == [] and bytes_hashed(result) == 0
 
 
 def test_every_file_gets_its_own_hash_when_hashed_in_threads(tmp_path: Path) -> None:
@@ -105,7 +112,7 @@ def test_every_file_gets_its_own_hash_when_hashed_in_threads(tmp_path: Path) -> 
 
     assert {f.name: f.sha256 for f in result.files} == expected
     assert len(result.hashed) == 700 and result.deferred == []
-    assert result.bytes_read == sum(p.stat().st_size for p in inbox.iterdir())
+    assert bytes_hashed(result) == sum(p.stat().st_size for p in inbox.iterdir())
 
 
 def test_junk_is_silent_and_every_other_entry_is_a_candidate_or_reported(tmp_path: Path) -> None:
@@ -167,3 +174,8 @@ def test_read_snapshot_never_follows_a_link(tmp_path: Path) -> None:
     with pytest.raises(OSError) as caught:
         read_snapshot(link)
     assert caught.value.errno == errno.ELOOP
+
+
+def bytes_hashed(result: ScanResult) -> int:
+    """How much of the inbox a scan read to hash it."""
+    return sum(file.stat.size for file in result.hashed)

@@ -17,7 +17,6 @@ Throttling. A Retry-After from any response sets one not-before moment shared by
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -212,7 +211,6 @@ class _Call:
     data: bytes | None = None
     json_body: Any = None
     writes: int = 0  # photo writes carried: gates the request through the AIMD limiter
-    batch: bool = False  # a $batch: results (and throttling) are in the inner responses
     # Statuses that answer the question rather than fail it (404 for "has no photo").
     expected: frozenset[int] = frozenset()
     # What the call does, for the advice on its failures (user reads unless said otherwise).
@@ -577,99 +575,6 @@ class GraphClient:
             self._backoff_wait(max(attempts[u] for u in retry), told)
         return retry
 
-    def upload_photos_batch(
-        self, items: Sequence[tuple[str, bytes, str]]
-    ) -> list[UploadReceipt | GraphError]:
-        """Upload through JSON $batch (≤20 a request); one result per item, in input order.
-
-        Inner 429/5xx are retried (Graph's SDKs do not) after the inner Retry-After, up to
-        max_attempts per item. Failures are returned, not raised, except those that end the
-        run (AuthError, GraphUnreachableError).
-        """
-        results: list[UploadReceipt | GraphError | None] = [None] * len(items)
-        attempts = [0] * len(items)
-        pending = list(range(len(items)))
-        while pending:
-            chunk, pending = pending[:BATCH_LIMIT], pending[BATCH_LIMIT:]
-            retry = self._send_batch(items, chunk, attempts, results)
-            pending = retry + pending
-        return [self._settled(items[i][0], r) for i, r in enumerate(results)]
-
-    def _settled(
-        self, user_id: str, result: UploadReceipt | GraphError | None
-    ) -> UploadReceipt | GraphError:
-        if result is None:
-            return _missing(user_id)
-        if isinstance(result, PermanentGraphError):
-            return self._explain_write_404(user_id, result)
-        return result
-
-    def _send_batch(
-        self,
-        items: Sequence[tuple[str, bytes, str]],
-        chunk: list[int],
-        attempts: list[int],
-        results: list[UploadReceipt | GraphError | None],
-    ) -> list[int]:
-        """Send one $batch; fill `results`; return the indexes to send again."""
-        requests_ = [_batch_entry(i, *items[i]) for i in chunk]
-        call = _Call(
-            "POST",
-            f"{self._api}/$batch",
-            "photo batch",
-            json_body={"requests": requests_},
-            writes=len(requests_),
-            batch=True,
-            operation=GraphOperation.PHOTO_WRITE,
-        )
-        try:
-            done = self._execute(call)
-        except (AuthError, GraphUnreachableError):
-            raise
-        except GraphError as exc:
-            for i in chunk:
-                results[i] = exc
-            return []
-        retry: list[int] = []
-        for inner in _batch_responses(done.response):
-            i = int(inner["id"])
-            attempts[i] += 1
-            outcome = self._batch_outcome(inner, items[i][0], attempts[i], done)
-            if outcome is None:
-                retry.append(i)
-            else:
-                results[i] = outcome
-        if retry:
-            # An inner Retry-After is already on the shared gate; without one, back off.
-            told = 0.0 if self._gate.remaining() > 0 else None
-            self._backoff_wait(max(attempts[i] for i in retry), told)
-        return sorted(retry)
-
-    def _batch_outcome(
-        self, inner: Mapping[str, Any], user_id: str, attempts: int, done: _Done
-    ) -> UploadReceipt | GraphError | None:
-        """One inner response → a receipt, an error, or None for 'send it again'."""
-        status = int(inner.get("status", 0))
-        if 200 <= status < 300:
-            return UploadReceipt(attempts, status, done.client_request_id)
-        headers = {str(k).lower(): str(v) for k, v in (inner.get("headers") or {}).items()}
-        retry_after = parse_retry_after(headers.get("retry-after"))
-        if retry_after is not None:
-            self._gate.defer(retry_after)
-        envelope = parse_error_body(inner.get("body"), fallback=f"HTTP {status}")
-        error = graph_error(
-            status,
-            envelope,
-            client_request_id=done.client_request_id,
-            attempts=attempts,
-            retry_after=retry_after,
-            operation=GraphOperation.PHOTO_WRITE,
-        )
-        self._log_failure(error, "photo batch item", user_id)
-        if isinstance(error, TransientGraphError) and attempts < self._max_attempts:
-            return None
-        return error
-
     # -- the request engine --------------------------------------------------------------
 
     def _is_own(self, url: str) -> bool:
@@ -767,7 +672,7 @@ class GraphClient:
             if retry_after is not None and response.status_code >= 400:
                 self._gate.defer(retry_after)
             if isinstance(ticket, Ticket):
-                _report(ticket, call, response)
+                _report(ticket, response)
             return response, token
 
     def _headers(self, call: _Call, token: str, crid: str) -> dict[str, str]:
@@ -863,15 +768,11 @@ class GraphClient:
         )
 
 
-def _report(ticket: Ticket, call: _Call, response: requests.Response) -> None:
-    """Tell the limiter what a write request says about load; a $batch speaks through its
-    inner statuses (its own status is 200 whatever happened inside)."""
-    statuses = [response.status_code]
-    if call.batch and response.ok:
-        statuses = [int(r.get("status", 0)) for r in _batch_responses(response)]
-    if 429 in statuses:
+def _report(ticket: Ticket, response: requests.Response) -> None:
+    """Tell the limiter what a write request says about load."""
+    if response.status_code == 429:
         ticket.signal = Signal.THROTTLED
-    elif any(200 <= s < 300 for s in statuses):
+    elif 200 <= response.status_code < 300:
         ticket.signal = Signal.OK
 
 
@@ -893,16 +794,6 @@ def _apply_delta_item(
     upserted[user_id] = UserPatch(user_id, merged)
 
 
-def _batch_entry(index: int, user_id: str, data: bytes, content_type: str) -> dict[str, Any]:
-    return {
-        "id": str(index),
-        "method": "PUT",
-        "url": f"/users/{quote(user_id, safe='@')}/photo/$value",
-        "headers": {"Content-Type": content_type},
-        "body": base64.b64encode(data).decode("ascii"),
-    }
-
-
 def _batch_responses(response: requests.Response) -> list[Mapping[str, Any]]:
     payload = response.json()
     inner = payload.get("responses") if isinstance(payload, dict) else None
@@ -919,7 +810,3 @@ def _media_etag(metadata: Mapping[str, Any]) -> str:
     if not isinstance(etag, str) or not etag:
         raise TransientGraphError("photo metadata: Graph sent no @odata.mediaEtag")
     return etag
-
-
-def _missing(user_id: str) -> GraphError:
-    return TransientGraphError(f"photo batch: no response for user {user_id}")

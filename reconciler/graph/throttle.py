@@ -167,8 +167,8 @@ class AdaptiveLimiter:
 
     @contextmanager
     def slot(self, writes: int = 1) -> Iterator[Ticket]:
-        """Hold one in-flight slot for one request carrying `writes` writes ($batch: up to
-        20); report its outcome on the ticket."""
+        """Hold one in-flight slot for one request carrying `writes` photo writes; report
+        its outcome on the ticket."""
         with self._cond:
             self._cond.wait_for(lambda: self._in_flight < self._state.limit)
             self._in_flight += 1
