@@ -131,3 +131,29 @@ def test_quick_start_is_exactly_the_demo_command_and_the_test_command() -> None:
     assert "pytest" in commands[1]
     ci = (README_PATH.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert f'TEST_COMMAND="{commands[1]}"' in ci  # CI runs exactly what the README says
+
+
+def test_every_path_the_code_and_docs_cite_is_in_the_repository() -> None:
+    """Comments and docs cite files of this repository (docs/…, reconciler/…), never notes
+    kept elsewhere; a file that moves takes its citations with it."""
+    root = Path(__file__).resolve().parent.parent
+    cited = re.compile(
+        r"(?<![\w/.-])((?:docs|reconciler|tests|bench|migrations|deploy)/[\w./-]*\w)"
+    )
+    sources = [
+        *root.glob("reconciler/**/*.py"),
+        *root.glob("migrations/**/*.py"),
+        *root.glob("bench/*.py"),
+        *root.glob("tests/**/*.py"),
+        *root.glob("docs/*.md"),
+        root / "README.md",
+    ]
+    missing = {
+        f"{source.relative_to(root)}: {match.group(1)}"
+        for source in sources
+        for match in cited.finditer(source.read_text(encoding="utf-8", errors="replace"))
+        # the wheel's name for migrations/ (setup.py), not a path in the repository
+        if not match.group(1).startswith("reconciler/_migrations")
+        and not (root / match.group(1).split("::")[0]).exists()
+    }
+    assert not missing
