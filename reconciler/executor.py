@@ -55,6 +55,7 @@ from reconciler.ledger.records import NO_PHOTO
 from reconciler.model import (
     Action,
     ActionKind,
+    FileLocation,
     FileResult,
     FileStat,
     Outcome,
@@ -251,7 +252,7 @@ class Executor:
                 ),
             )
         result = FileResult(action.file.name, Outcome.INVALID, reason, destination=destination)
-        return self._finish(action, result, location="failed")
+        return self._finish(action, result, location=FileLocation.FAILED)
 
     def _changed(self, action: Action) -> FileResult:
         return self._finish(action, FileResult(action.file.name, Outcome.DEFERRED, CHANGED))
@@ -430,7 +431,7 @@ class Executor:
                 action, FileResult(action.file.name, Outcome.FAILED, note, user.id, user.label)
             )
         result = FileResult(action.file.name, outcome, reason, user.id, user.label, destination)
-        return self._finish(action, result, location="completed")
+        return self._finish(action, result, location=FileLocation.COMPLETED)
 
     def _left_changed(self, action: Action, outcome: Outcome, reason: str) -> FileResult:
         """The file at the name is no longer the one this run read: it stays for the next
@@ -443,7 +444,7 @@ class Executor:
         return self._finish(action, result)
 
     def _finish(
-        self, action: Action, result: FileResult, location: str | None = None
+        self, action: Action, result: FileResult, location: FileLocation | None = None
     ) -> FileResult:
         with self._write_lock, self.ledger.session() as session:
             self._record(session, [action], [result])

@@ -281,6 +281,57 @@ UNDO_OUTCOMES = frozenset({Outcome.RESTORED, Outcome.REMOVED, Outcome.SKIPPED, O
 FAILS_RUN = frozenset({Outcome.FAILED, Outcome.INVALID})
 
 
+class UploadStatus(enum.StrEnum):
+    """Where one upload stands (the ledger's uploads.status; the values are stored)."""
+
+    PENDING = "pending"  # the intent, recorded before the photo is sent
+    SUCCEEDED = "succeeded"
+    FAILED_TRANSIENT = "failed-transient"  # retry-failed sends it again
+    FAILED_PERMANENT = "failed-permanent"  # only retry-failed --include-permanent does
+    INTERRUPTED = "interrupted"  # an intent whose run died before its result was known
+
+
+FAILED_STATUSES = frozenset({UploadStatus.FAILED_TRANSIENT, UploadStatus.FAILED_PERMANENT})
+# An intent without a result: its write may or may not have reached Graph.
+UNFINISHED_STATUSES = frozenset({UploadStatus.PENDING, UploadStatus.INTERRUPTED})
+
+
+class FileLocation(enum.StrEnum):
+    """Where a file that entered the inbox is now (the ledger's inbox_files.location)."""
+
+    INBOX = "inbox"
+    COMPLETED = "completed"  # uploaded (or unchanged) and moved to completed_dir
+    FAILED = "failed"  # unusable and moved to failed_dir
+    GONE = "gone"  # removed from the inbox by someone else
+
+
+class WriteKind(enum.StrEnum):
+    """What wrote a user's photo: an upload, or a change that is not one (the ledger's
+    photo_changes.kind holds the last three)."""
+
+    UPLOAD = "upload"
+    ROLLBACK = "rollback"
+    PRUNE = "prune"
+    FIX = "fix"  # verify --fix
+
+
+class ChangeStatus(enum.StrEnum):
+    """Where one rollback, prune or fix stands (the ledger's photo_changes.status)."""
+
+    PENDING = "pending"  # the intent, recorded before the photo is written
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"  # decided against, e.g. the photo was changed since by someone else
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # a pending change a later run finished
+
+
+class DriftState(enum.StrEnum):
+    """How a photo photosync set differs from what Graph shows now."""
+
+    CHANGED = "changed"
+    REMOVED = "removed"
+
+
 class ActionKind(enum.StrEnum):
     """What apply will do with a file."""
 

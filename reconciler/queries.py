@@ -23,7 +23,15 @@ from reconciler.ledger.records import (
     RunRecord,
     UploadRecord,
 )
-from reconciler.model import Outcome, RunSummary, User
+from reconciler.model import (
+    FAILED_STATUSES,
+    ChangeStatus,
+    FileLocation,
+    Outcome,
+    RunSummary,
+    User,
+    WriteKind,
+)
 from reconciler.report import REASONS, ReportRow
 
 # The commands whose --json always carries the per-user outcomes (RunSummary.per_user).
@@ -171,10 +179,10 @@ class RunFileView:
 class ChangeView:
     """What a rollback, prune or verify --fix did for one user."""
 
-    kind: str
+    kind: WriteKind
     user_id: str
     user: str
-    status: str
+    status: ChangeStatus
     reason: str | None
 
     def to_json(self) -> dict[str, Any]:
@@ -430,11 +438,11 @@ def _report_row(
     users: Mapping[str, User],
     include_external: bool,
 ) -> ReportRow:
-    reason = "invalid" if file.location == "failed" else file.last_outcome or "deferred"
+    reason = "invalid" if file.location is FileLocation.FAILED else file.last_outcome or "deferred"
     user = users.get(file.user_id) if file.user_id else None
     # Only a failed upload explains a "failed" file; a failed move after a good upload doesn't.
     graph_failure = (
-        upload if reason == "failed" and upload and upload.status.startswith("failed") else None
+        upload if reason == "failed" and upload and upload.status in FAILED_STATUSES else None
     )
     last_attempt = considered or file.last_attempt_at
     if graph_failure is not None:

@@ -34,6 +34,8 @@ from reconciler.ledger.records import NO_PHOTO, ChangeRecord, FileRow, PhotoWrit
 from reconciler.model import (
     Action,
     ActionKind,
+    ChangeStatus,
+    DriftState,
     FileResult,
     FileStat,
     InboxFile,
@@ -41,6 +43,7 @@ from reconciler.model import (
     Plan,
     RunSummary,
     User,
+    WriteKind,
 )
 
 log = logging.getLogger("reconciler.undo")
@@ -125,7 +128,7 @@ class Verdict:
 def rollback_verdict(
     upload: UploadRecord,
     latest: PhotoWrite | None,
-    earlier: str | None,
+    earlier: ChangeStatus | None,
     live: str | None,
 ) -> Verdict:
     """Roll back one upload? `earlier`: the status of an earlier rollback of it (None if
@@ -133,9 +136,9 @@ def rollback_verdict(
     removes = upload.replaced_object == NO_PHOTO
     done = Outcome.REMOVED if removes else Outcome.RESTORED
     what = "removed the photo it added" if removes else "put back the photo it replaced"
-    if earlier == "succeeded":
+    if earlier is ChangeStatus.SUCCEEDED:
         return Verdict(False, Outcome.UNCHANGED, f"already rolled back ({what})")
-    if earlier == "pending":
+    if earlier is ChangeStatus.PENDING:
         # A rollback killed mid-way: its write may have landed, which changed the ETag.
         if removes and live is None:
             return Verdict(False, done, f"{what} (finishing an interrupted rollback)")
@@ -169,20 +172,20 @@ def rollback_verdict(
     return Verdict(True, done, what)
 
 
-def prune_verdict(upload: UploadRecord, earlier: str | None, live: str | None) -> Verdict:
+def prune_verdict(upload: UploadRecord, earlier: ChangeStatus | None, live: str | None) -> Verdict:
     """Remove the photo a removed file set? Only while it is still photosync's."""
-    if earlier == "pending" and live is None:
+    if earlier is ChangeStatus.PENDING and live is None:
         return Verdict(False, Outcome.REMOVED, "file removed from the inbox; photo removed")
     if upload.etag_after is None or live != upload.etag_after:
         return Verdict(False, Outcome.SKIPPED, CHANGED_BY_SOMEONE_ELSE)
     return Verdict(True, Outcome.REMOVED, "file removed from the inbox; photo removed")
 
 
-def drift_state(expected: str | None, live: str | None) -> str | None:
-    """None when the photo is as photosync set it; else 'changed' or 'removed'."""
+def drift_state(expected: str | None, live: str | None) -> DriftState | None:
+    """None when the photo is as photosync set it; else how it differs."""
     if live == expected:
         return None
-    return "removed" if live is None else "changed"
+    return DriftState.REMOVED if live is None else DriftState.CHANGED
 
 
 # --- rollback
@@ -202,7 +205,9 @@ def rollback(run: RunContext, run_id: int, *, upn: str | None, dry_run: bool) ->
     if not targets:
         return
     with run.ledger.session() as session:
-        earlier = repository.changes_about(session, [t.upload.id for t in targets], "rollback")
+        earlier = repository.changes_about(
+            session, [t.upload.id for t in targets], WriteKind.ROLLBACK
+        )
         latest = repository.latest_writes(session)
     statuses = {upload_id: change.status for upload_id, change in earlier.items()}
     archive = archive_for(run.settings)
@@ -220,21 +225,22 @@ def rollback(run: RunContext, run_id: int, *, upn: str | None, dry_run: bool) ->
             if verdict.outcome in (Outcome.RESTORED, Outcome.REMOVED) and prior is not None:
                 _finish_pending(run, prior.id, verdict.reason, None)
             elif verdict.outcome in (Outcome.SKIPPED, Outcome.FAILED):
-                status = "failed" if verdict.outcome is Outcome.FAILED else "skipped"
-                _record_skip(run, "rollback", user.id, upload.id, verdict.reason, status)
+                failed = verdict.outcome is Outcome.FAILED
+                status = ChangeStatus.FAILED if failed else ChangeStatus.SKIPPED
+                _record_skip(run, WriteKind.ROLLBACK, user.id, upload.id, verdict.reason, status)
             return _result(target.file_name, user, verdict.outcome, verdict.reason)
         written = None if upload.replaced_object == NO_PHOTO else upload.replaced_object
         return _write(
             run,
             archive,
-            kind="rollback",
+            kind=WriteKind.ROLLBACK,
             upload_id=upload.id,
             user=user,
             file_name=target.file_name,
             before=upload.uploaded_object,
             written=written,
             verdict=verdict,
-            interrupted=prior if prior is not None and prior.status == "pending" else None,
+            interrupted=_if_pending(prior),
             after=after,
         )
 
@@ -280,7 +286,7 @@ def prune_removed(run: RunContext, *, dry_run: bool) -> None:
     with run.ledger.session() as session:
         candidates = repository.gone_files_with_photos(session)
         users = repository.users_by_id(session, {u.user_id for _, u in candidates})
-        earlier = repository.changes_about(session, [u.id for _, u in candidates], "prune")
+        earlier = repository.changes_about(session, [u.id for _, u in candidates], WriteKind.PRUNE)
     if not candidates:
         return
     if len(candidates) > settings.prune_max:
@@ -313,19 +319,19 @@ def prune_removed(run: RunContext, *, dry_run: bool) -> None:
             if verdict.outcome is Outcome.REMOVED and prior is not None:
                 _finish_pending(run, prior.id, verdict.reason, None)
             else:
-                _record_skip(run, "prune", user.id, upload.id, verdict.reason)
+                _record_skip(run, WriteKind.PRUNE, user.id, upload.id, verdict.reason)
             return _result(target.file_name, user, verdict.outcome, verdict.reason)
         return _write(
             run,
             archive,
-            kind="prune",
+            kind=WriteKind.PRUNE,
             upload_id=upload.id,
             user=user,
             file_name=target.file_name,
             before=None,
             written=None,
             verdict=verdict,
-            interrupted=prior if prior is not None and prior.status == "pending" else None,
+            interrupted=_if_pending(prior),
             keep_current=True,
             after=after,
         )
@@ -341,7 +347,7 @@ class Drift:
     user_id: str
     user: str
     file: str
-    state: str  # changed / removed
+    state: DriftState
     first_seen: datetime
 
 
@@ -371,7 +377,7 @@ def verify(run: RunContext, *, fix: bool, confirm: Confirm) -> list[Drift]:
         ]
         had_drift = bool(repository.drifts(session))
     live = current_etags(run.graph(), [w.user_id for w in writes], run.settings.concurrency)
-    drifted: list[tuple[PhotoWrite, str, str | None]] = []
+    drifted: list[tuple[PhotoWrite, DriftState, str | None]] = []
     failed: list[tuple[PhotoWrite, GraphError]] = []
     in_line: list[str] = []
     for write in writes:
@@ -478,7 +484,7 @@ def _fix(run: RunContext, photos: list[_SetPhoto], confirm: Confirm) -> None:
         return _write(
             run,
             archive,
-            kind="fix",
+            kind=WriteKind.FIX,
             upload_id=target.write.upload_id,
             user=target.user,
             file_name=target.file_name,
@@ -500,7 +506,7 @@ def _write(
     run: RunContext,
     archive: Archive | None,
     *,
-    kind: str,
+    kind: WriteKind,
     upload_id: int,
     user: User,
     file_name: str,
@@ -522,7 +528,7 @@ def _write(
             current = client.get_photo(user.id)
             before = NO_PHOTO if current is None else archive.put(current)
     except ArchiveError as exc:
-        _record_skip(run, kind, user.id, upload_id, str(exc), status="failed")
+        _record_skip(run, kind, user.id, upload_id, str(exc), status=ChangeStatus.FAILED)
         return _result(file_name, user, Outcome.FAILED, str(exc))
     except (AuthError, GraphUnreachableError):
         raise
@@ -531,7 +537,7 @@ def _write(
     with _LEDGER_WRITES, run.ledger.session() as session:
         if interrupted is not None:
             repository.record_change_result(
-                session, interrupted.id, "interrupted", "finished by a later run"
+                session, interrupted.id, ChangeStatus.INTERRUPTED, "finished by a later run"
             )
         change_id = repository.record_change_intent(
             session,
@@ -552,14 +558,16 @@ def _write(
     except GraphError as exc:
         reason = f"Graph refused the change: {exc}"
         with _LEDGER_WRITES, run.ledger.session() as session:
-            repository.record_change_result(session, change_id, "failed", reason)
+            repository.record_change_result(session, change_id, ChangeStatus.FAILED, reason)
         return _result(file_name, user, Outcome.FAILED, reason)
 
     def finish() -> FileResult:
         # After a PUT, the ETag Graph gave it: what a later rollback or verify compares.
         etag = client.photo_etag(user.id) if data is not None else None
         with _LEDGER_WRITES, run.ledger.session() as session:
-            repository.record_change_result(session, change_id, "succeeded", verdict.reason, etag)
+            repository.record_change_result(
+                session, change_id, ChangeStatus.SUCCEEDED, verdict.reason, etag
+            )
             repository.clear_drift(session, [user.id])
         log.info("%s: %s for %s", kind, verdict.reason, user.label, extra={"user_id": user.id})
         return _result(file_name, user, verdict.outcome, verdict.reason)
@@ -567,13 +575,23 @@ def _write(
     return after.submit(finish) if after is not None and data is not None else finish()
 
 
+def _if_pending(change: ChangeRecord | None) -> ChangeRecord | None:
+    """An earlier change a killed run left pending: this run's write finishes it."""
+    return change if change is not None and change.status is ChangeStatus.PENDING else None
+
+
 def _finish_pending(run: RunContext, change_id: int, reason: str, etag: str | None) -> None:
     with _LEDGER_WRITES, run.ledger.session() as session:
-        repository.record_change_result(session, change_id, "succeeded", reason, etag)
+        repository.record_change_result(session, change_id, ChangeStatus.SUCCEEDED, reason, etag)
 
 
 def _record_skip(
-    run: RunContext, kind: str, user_id: str, upload_id: int, reason: str, status: str = "skipped"
+    run: RunContext,
+    kind: WriteKind,
+    user_id: str,
+    upload_id: int,
+    reason: str,
+    status: ChangeStatus = ChangeStatus.SKIPPED,
 ) -> None:
     with _LEDGER_WRITES, run.ledger.session() as session:
         repository.record_change_skipped(

@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from reconciler.model import ChangeStatus, FileLocation, UploadStatus
+
 # Stable constraint names, so Alembic migrations (and SQLite batch mode) can refer to them.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -111,8 +113,8 @@ class InboxFile(Base):
     # When the hash was taken (ns since epoch): a file modified too close to this instant
     # cannot be trusted by its stat alone (racy timestamps).
     hashed_at_ns: Mapped[int | None] = mapped_column(BigInteger)
-    # inbox / completed / failed / gone (removed from the inbox by someone else).
-    location: Mapped[str] = mapped_column(String(16), default="inbox")
+    # A model.FileLocation value.
+    location: Mapped[str] = mapped_column(String(16), default=FileLocation.INBOX.value)
     destination: Mapped[str | None] = mapped_column(String(4096))
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_attempt_at: Mapped[datetime | None]
@@ -147,8 +149,8 @@ class Upload(Base):
     source_height: Mapped[int | None]
     uploaded_width: Mapped[int | None]
     uploaded_height: Mapped[int | None]
-    # pending / succeeded / failed-transient / failed-permanent
-    status: Mapped[str] = mapped_column(String(20), default="pending")
+    # A model.UploadStatus value.
+    status: Mapped[str] = mapped_column(String(20), default=UploadStatus.PENDING.value)
     http_status: Mapped[int | None]
     graph_error_code: Mapped[str | None] = mapped_column(String(128))
     graph_error_message: Mapped[str | None] = mapped_column(Text)
@@ -208,13 +210,13 @@ class PhotoChange(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
-    # rollback / prune / fix
+    # A model.WriteKind value other than upload.
     kind: Mapped[str] = mapped_column(String(16))
     user_id: Mapped[str] = mapped_column(String(64))
     # The upload this change undoes (rollback), removes (prune) or repeats (fix).
     upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id"))
-    # pending / succeeded / skipped / failed
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # A model.ChangeStatus value.
+    status: Mapped[str] = mapped_column(String(16), default=ChangeStatus.PENDING.value)
     reason: Mapped[str | None] = mapped_column(Text)
     # Archive objects: the photo this change replaced, and what it wrote (NULL: removed).
     before_object: Mapped[str | None] = mapped_column(String(64))
@@ -236,7 +238,7 @@ class PhotoDrift(Base):
     __tablename__ = "photo_drift"
 
     user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    # changed / removed
+    # A model.DriftState value.
     state: Mapped[str] = mapped_column(String(16))
     expected_etag: Mapped[str | None] = mapped_column(String(256))
     seen_etag: Mapped[str | None] = mapped_column(String(256))

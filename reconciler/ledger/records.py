@@ -40,7 +40,7 @@ class FileRecord:
     id: int
     name: str
     path: str
-    location: str
+    location: model.FileLocation
     destination: str | None
     first_seen_at: datetime
     last_attempt_at: datetime | None
@@ -59,7 +59,7 @@ class UploadRecord:
     run_id: int
     file_id: int
     user_id: str
-    status: str
+    status: model.UploadStatus
     http_status: int | None
     graph_error_code: str | None
     graph_error_message: str | None
@@ -93,10 +93,10 @@ class ChangeRecord:
 
     id: int
     run_id: int
-    kind: str
+    kind: model.WriteKind  # rollback / prune / fix
     user_id: str
     upload_id: int  # the upload it undoes, removes or repeats
-    status: str
+    status: model.ChangeStatus
     reason: str | None
 
 
@@ -105,7 +105,7 @@ class DriftRecord:
     """A user whose photo no longer carries the ETag photosync recorded."""
 
     user_id: str
-    state: str  # changed / removed
+    state: model.DriftState
     expected_etag: str | None
     seen_etag: str | None
     first_seen_at: datetime
@@ -138,7 +138,7 @@ class PhotoWrite:
 
     user_id: str
     upload_id: int  # the upload itself, or the one the change was about
-    kind: str  # upload / rollback / prune / fix
+    kind: model.WriteKind
     change_id: int | None
     written_object: str | None  # None: the photo was removed (or not archived)
     etag: str | None

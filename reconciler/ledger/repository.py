@@ -41,6 +41,15 @@ from reconciler.ledger.records import (
     StateRecord,
     UploadRecord,
 )
+from reconciler.model import (
+    FAILED_STATUSES,
+    UNFINISHED_STATUSES,
+    ChangeStatus,
+    DriftState,
+    FileLocation,
+    UploadStatus,
+    WriteKind,
+)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -272,7 +281,7 @@ def set_state(session: Session, key: str, value: str) -> None:
 # --- inbox files
 
 
-_IN_INBOX = InboxFile.location == "inbox"
+_IN_INBOX = InboxFile.location == FileLocation.INBOX
 
 
 def inbox_rows(session: Session) -> dict[str, InboxRow]:
@@ -341,7 +350,7 @@ def record_scan(
             new_rows[key] = {
                 "name": file.name,
                 "path": key,
-                "location": "inbox",
+                "location": FileLocation.INBOX,
                 "first_seen_at": now,
                 "sha256": None,
                 "hashed_at_ns": None,
@@ -362,7 +371,9 @@ def record_scan(
     gone = [row.id for key, row in existing.items() if key not in ids]
     for chunk in _chunks(gone):
         # Removed or renamed by someone; no longer ours to handle.
-        session.execute(update(InboxFile).where(InboxFile.id.in_(chunk)).values(location="gone"))
+        session.execute(
+            update(InboxFile).where(InboxFile.id.in_(chunk)).values(location=FileLocation.GONE)
+        )
     if new_rows:
         # A Core executemany on the table: the ORM's bulk path still costs ~15 us a row.
         session.connection().execute(insert(InboxFile), list(new_rows.values()))
@@ -381,7 +392,7 @@ def ledger_view(session: Session, rows: Mapping[str, InboxRow]) -> model.LedgerV
         for file_id, sha, user_id in session.execute(
             select(Upload.file_id, Upload.source_sha256, Upload.user_id)
             .join(InboxFile, InboxFile.id == Upload.file_id)
-            .where(InboxFile.location == "inbox", Upload.status == "succeeded")
+            .where(_IN_INBOX, Upload.status == UploadStatus.SUCCEEDED)
         )
     }
     users = users_by_id(session, set(uploaded_to_ids.values()))
@@ -398,7 +409,7 @@ def last_upload_sha(session: Session) -> dict[str, str]:
     """user id -> source sha256 of that user's most recent successful upload."""
     latest = (
         select(Upload.user_id, func.max(Upload.id).label("upload_id"))
-        .where(Upload.status == "succeeded")
+        .where(Upload.status == UploadStatus.SUCCEEDED)
         .group_by(Upload.user_id)
         .subquery()
     )
@@ -457,7 +468,7 @@ def record_run_files(
     )
 
 
-def record_move(session: Session, file_id: int, location: str, destination: str) -> None:
+def record_move(session: Session, file_id: int, location: FileLocation, destination: str) -> None:
     row = session.get_one(InboxFile, file_id)
     row.location = location
     row.destination = destination
@@ -494,7 +505,7 @@ def record_intent(
         uploaded_width=prepared.width,
         uploaded_height=prepared.height,
         quality_notes=list(prepared.quality_notes),
-        status="pending",
+        status=UploadStatus.PENDING,
         started_at=utcnow(),
     )
     session.add(upload)
@@ -510,7 +521,7 @@ def record_upload_success(
     etag_after: str | None = None,
 ) -> None:
     upload = session.get_one(Upload, upload_id)
-    upload.status = "succeeded"
+    upload.status = UploadStatus.SUCCEEDED
     upload.etag_after = etag_after
     upload.http_status = receipt.http_status
     upload.attempts = receipt.attempts
@@ -527,7 +538,7 @@ def record_upload_failure(
     session: Session, upload_id: int, failure: GraphFailure, *, permanent: bool
 ) -> None:
     upload = session.get_one(Upload, upload_id)
-    upload.status = "failed-permanent" if permanent else "failed-transient"
+    upload.status = UploadStatus.FAILED_PERMANENT if permanent else UploadStatus.FAILED_TRANSIENT
     upload.http_status = failure.status
     upload.graph_error_code = failure.code
     upload.graph_error_message = failure.message
@@ -539,9 +550,7 @@ def record_upload_failure(
 
 def failed_uploads(session: Session, *, include_permanent: bool) -> dict[str, model.FailedUpload]:
     """Inbox files whose most recent upload failed, by path, with the user it was meant for."""
-    statuses = (
-        ["failed-transient", "failed-permanent"] if include_permanent else ["failed-transient"]
-    )
+    statuses = FAILED_STATUSES if include_permanent else {UploadStatus.FAILED_TRANSIENT}
     latest = (
         select(Upload.file_id, func.max(Upload.id).label("upload_id"))
         .group_by(Upload.file_id)
@@ -551,7 +560,7 @@ def failed_uploads(session: Session, *, include_permanent: bool) -> dict[str, mo
         select(InboxFile.path, Upload.source_sha256, Upload.user_id)
         .join(latest, latest.c.upload_id == Upload.id)
         .join(InboxFile, InboxFile.id == Upload.file_id)
-        .where(InboxFile.location == "inbox", Upload.status.in_(statuses))
+        .where(_IN_INBOX, Upload.status.in_(statuses))
     ).all()
     users = users_by_id(session, {user_id for _, _, user_id in rows})
     return {
@@ -587,11 +596,8 @@ def not_landed(session: Session) -> list[FileRecord]:
     rows = session.scalars(
         select(InboxFile)
         .where(
-            (
-                (InboxFile.location == "inbox")
-                & (undecided | InboxFile.last_outcome.not_in(["uploaded", "unchanged"]))
-            )
-            | (InboxFile.location == "failed")
+            (_IN_INBOX & (undecided | InboxFile.last_outcome.not_in(["uploaded", "unchanged"])))
+            | (InboxFile.location == FileLocation.FAILED)
         )
         .order_by(InboxFile.last_outcome, InboxFile.name)
     )
@@ -620,8 +626,8 @@ def close_interrupted_uploads(session: Session) -> int:
     inbox and will be uploaded again."""
     result = session.execute(
         update(Upload)
-        .where(Upload.status == "pending")
-        .values(status="interrupted", finished_at=utcnow())
+        .where(Upload.status == UploadStatus.PENDING)
+        .values(status=UploadStatus.INTERRUPTED, finished_at=utcnow())
     )
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -683,7 +689,7 @@ def carried_before(session: Session, user_id: str) -> str | None:
         .order_by(Upload.id.desc())
         .limit(1)
     ).first()
-    if latest is not None and latest.status in ("pending", "interrupted"):
+    if latest is not None and latest.status in UNFINISHED_STATUSES:
         return latest.replaced_object
     return None
 
@@ -701,15 +707,17 @@ def latest_writes(session: Session) -> dict[str, PhotoWrite]:
             Upload.started_at,
             Upload.run_id,
         )
-        .where(Upload.status == "succeeded")
+        .where(Upload.status == UploadStatus.SUCCEEDED)
         .order_by(Upload.id)
     )
     for user_id, upload_id, written, etag, finished, started, run_id in uploads:
         found[user_id] = PhotoWrite(
-            user_id, upload_id, "upload", None, written, etag, finished or started, run_id
+            user_id, upload_id, WriteKind.UPLOAD, None, written, etag, finished or started, run_id
         )
     changes = session.execute(
-        select(PhotoChange).where(PhotoChange.status == "succeeded").order_by(PhotoChange.id)
+        select(PhotoChange)
+        .where(PhotoChange.status == ChangeStatus.SUCCEEDED)
+        .order_by(PhotoChange.id)
     ).scalars()
     for change in changes:
         at = change.finished_at or change.started_at
@@ -719,7 +727,7 @@ def latest_writes(session: Session) -> dict[str, PhotoWrite]:
         found[change.user_id] = PhotoWrite(
             change.user_id,
             change.upload_id,
-            change.kind,
+            WriteKind(change.kind),
             change.id,
             change.written_object,
             change.etag_after,
@@ -738,7 +746,7 @@ def succeeded_uploads_of_run(session: Session, run_id: int) -> list[tuple[Upload
     rows = session.execute(
         select(Upload, InboxFile.name)
         .join(InboxFile, InboxFile.id == Upload.file_id)
-        .where(Upload.run_id == run_id, Upload.status == "succeeded")
+        .where(Upload.run_id == run_id, Upload.status == UploadStatus.SUCCEEDED)
         .order_by(Upload.id)
     )
     latest: dict[str, tuple[UploadRecord, str]] = {}
@@ -748,7 +756,7 @@ def succeeded_uploads_of_run(session: Session, run_id: int) -> list[tuple[Upload
 
 
 def changes_about(
-    session: Session, upload_ids: Sequence[int], kind: str
+    session: Session, upload_ids: Sequence[int], kind: WriteKind
 ) -> dict[int, ChangeRecord]:
     """upload id -> the latest change of `kind` about it."""
     found: dict[int, ChangeRecord] = {}
@@ -766,7 +774,7 @@ def changes_about(
 def record_change_intent(
     session: Session,
     run_id: int,
-    kind: str,
+    kind: WriteKind,
     user_id: str,
     upload_id: int,
     *,
@@ -778,7 +786,7 @@ def record_change_intent(
         kind=kind,
         user_id=user_id,
         upload_id=upload_id,
-        status="pending",
+        status=ChangeStatus.PENDING,
         before_object=before_object,
         written_object=written_object,
         started_at=utcnow(),
@@ -789,7 +797,11 @@ def record_change_intent(
 
 
 def record_change_result(
-    session: Session, change_id: int, status: str, reason: str, etag_after: str | None = None
+    session: Session,
+    change_id: int,
+    status: ChangeStatus,
+    reason: str,
+    etag_after: str | None = None,
 ) -> None:
     change = session.get_one(PhotoChange, change_id)
     change.status = status
@@ -801,12 +813,12 @@ def record_change_result(
 def record_change_skipped(
     session: Session,
     run_id: int,
-    kind: str,
+    kind: WriteKind,
     user_id: str,
     upload_id: int,
     reason: str,
     *,
-    status: str = "skipped",
+    status: ChangeStatus = ChangeStatus.SKIPPED,
 ) -> None:
     """A change decided against (e.g. the photo was changed since by someone else): a
     finished row, so `runs show` and the next run can tell."""
@@ -848,7 +860,7 @@ def archive_references(session: Session, keep: int) -> set[str]:
     )
     for user_id, started, replaced, uploaded, status in uploads:
         versions.setdefault(user_id, []).append((_aware(started), (replaced, uploaded)))
-        if status in ("pending", "interrupted") and replaced:
+        if status in UNFINISHED_STATUSES and replaced:
             pinned.add(replaced)
     changes = session.execute(
         select(
@@ -857,11 +869,11 @@ def archive_references(session: Session, keep: int) -> set[str]:
             PhotoChange.before_object,
             PhotoChange.written_object,
             PhotoChange.status,
-        ).where(PhotoChange.status.in_(["pending", "succeeded"]))
+        ).where(PhotoChange.status.in_([ChangeStatus.PENDING, ChangeStatus.SUCCEEDED]))
     )
     for user_id, started, before, written, status in changes:
         versions.setdefault(user_id, []).append((_aware(started), (before, written)))
-        if status == "pending":
+        if status == ChangeStatus.PENDING:
             pinned.update(o for o in (before, written) if o)
     kept: set[str] = set(pinned)
     for entries in versions.values():
@@ -876,13 +888,15 @@ def gone_files_with_photos(session: Session) -> list[tuple[str, UploadRecord]]:
     """Files removed from the inbox (location 'gone') whose upload is still the latest
     photosync write for its user, by file name: the candidates for prune."""
     writes = latest_writes(session)
-    upload_ids = [w.upload_id for w in writes.values() if w.kind in ("upload", "fix")]
+    upload_ids = [
+        w.upload_id for w in writes.values() if w.kind in (WriteKind.UPLOAD, WriteKind.FIX)
+    ]
     found: list[tuple[str, UploadRecord]] = []
     for chunk in _chunks(upload_ids):
         rows = session.execute(
             select(InboxFile.name, Upload)
             .join(Upload, Upload.file_id == InboxFile.id)
-            .where(Upload.id.in_(chunk), InboxFile.location == "gone")
+            .where(Upload.id.in_(chunk), InboxFile.location == FileLocation.GONE)
         )
         found.extend((name, _upload_record(upload)) for name, upload in rows)
     # A user another file in the inbox still stands for (a renamed or replaced file) keeps
@@ -910,7 +924,7 @@ def record_drift(
     session: Session,
     run_id: int,
     user_id: str,
-    state: str,
+    state: DriftState,
     expected_etag: str | None,
     seen_etag: str | None,
 ) -> None:
@@ -942,7 +956,7 @@ def clear_drift(session: Session, user_ids: Iterable[str]) -> None:
 
 def drifts(session: Session) -> list[DriftRecord]:
     rows = session.scalars(select(PhotoDrift).order_by(PhotoDrift.first_seen_at))
-    return [_record(DriftRecord, row) for row in rows]
+    return [_record(DriftRecord, row, state=DriftState(row.state)) for row in rows]
 
 
 # --- rows as the values the rest of photosync reads
@@ -960,12 +974,22 @@ def _run_record(row: Run) -> RunRecord:
 
 
 def _file_record(row: InboxFile) -> FileRecord:
-    return _record(FileRecord, row, last_candidates=tuple(row.last_candidates or ()))
+    return _record(
+        FileRecord,
+        row,
+        location=FileLocation(row.location),
+        last_candidates=tuple(row.last_candidates or ()),
+    )
 
 
 def _upload_record(row: Upload) -> UploadRecord:
-    return _record(UploadRecord, row, quality_notes=tuple(row.quality_notes or ()))
+    return _record(
+        UploadRecord,
+        row,
+        status=UploadStatus(row.status),
+        quality_notes=tuple(row.quality_notes or ()),
+    )
 
 
 def _change_record(row: PhotoChange) -> ChangeRecord:
-    return _record(ChangeRecord, row)
+    return _record(ChangeRecord, row, kind=WriteKind(row.kind), status=ChangeStatus(row.status))
