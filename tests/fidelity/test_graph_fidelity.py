@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageStat
 
-from tests.fidelity.conftest import AWKWARD_NAMES, Target, solid_jpeg
+from tests.fidelity.helpers import AWKWARD_NAMES, Target, solid_jpeg
 
 HIDDEN = ("accountEnabled", "userType", "employeeId", "mailNickname")
 B2B = ("creationType", "externalUserState")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from reconciler.emulator import Tenant
-from tests.fidelity.conftest import Target
+from tests.fidelity.helpers import Target
 
 SELECT = "id,displayName,userPrincipalName,accountEnabled,jobTitle"
 
