@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
@@ -123,50 +124,18 @@ def close_abandoned_runs(session: Session, current_run_id: int) -> list[int]:
 # --- users
 
 
-# Graph property -> users column, for every property photosync selects.
-_USER_COLUMNS: dict[str, str] = {
-    "displayName": "display_name",
-    "userPrincipalName": "user_principal_name",
-    "mail": "mail",
-    "mailNickname": "mail_nickname",
-    "employeeId": "employee_id",
-    "accountEnabled": "account_enabled",
-    "userType": "user_type",
-    "creationType": "creation_type",
-    "externalUserState": "external_user_state",
-}
+# The users columns that hold a User's fields, named like them.
+_USER_COLUMNS = tuple(model.USER_FIELDS.values())
+_user_values = attrgetter(*_USER_COLUMNS)
 
 
 def _user_row(user: model.User, now: datetime) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "display_name": user.display_name,
-        "user_principal_name": user.user_principal_name,
-        "mail": user.mail,
-        "mail_nickname": user.mail_nickname,
-        "employee_id": user.employee_id,
-        "account_enabled": user.account_enabled,
-        "user_type": user.user_type,
-        "creation_type": user.creation_type,
-        "external_user_state": user.external_user_state,
-        "refreshed_at": now,
-        "deleted_at": None,
-    }
+    values = dict(zip(_USER_COLUMNS, _user_values(user), strict=True))
+    return {"id": user.id, **values, "refreshed_at": now, "deleted_at": None}
 
 
 def to_model_user(row: User) -> model.User:
-    return model.User(
-        id=row.id,
-        display_name=row.display_name,
-        user_principal_name=row.user_principal_name,
-        mail=row.mail,
-        mail_nickname=row.mail_nickname,
-        employee_id=row.employee_id,
-        account_enabled=row.account_enabled,
-        user_type=row.user_type,
-        creation_type=row.creation_type,
-        external_user_state=row.external_user_state,
-    )
+    return model.User(row.id, *_user_values(row))
 
 
 def upsert_users(session: Session, users: Sequence[model.User], now: datetime) -> None:
@@ -206,9 +175,9 @@ def apply_user_patches(session: Session, patches: Sequence[model.UserPatch], now
     changes = []
     for patch in patches:
         values: dict[str, Any] = {
-            _USER_COLUMNS[name]: value
+            model.USER_FIELDS[name]: value
             for name, value in patch.properties.items()
-            if name in _USER_COLUMNS
+            if name in model.USER_FIELDS
         }
         if "account_enabled" in values and values["account_enabled"] is not None:
             values["account_enabled"] = bool(values["account_enabled"])
