@@ -85,7 +85,7 @@ def child_ours(url: str, db: Path, *, full: bool) -> dict[str, Any]:
     with ledger.session() as session:
         users = repository.count_users(session)
         renamed = session.scalar(
-            select(func.count()).where(orm.User.display_name.startswith("Renamed "))
+            select(func.count()).where(orm.UserRow.display_name.startswith("Renamed "))
         )
     ledger.dispose()
     return {

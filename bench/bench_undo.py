@@ -34,7 +34,7 @@ from reconciler.emulator import Faults, GraphEmulator
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import GraphClient
 from reconciler.ledger.db import Ledger
-from reconciler.ledger.orm import InboxFile, Run, Upload, User, utcnow
+from reconciler.ledger.orm import InboxFileRow, RunRow, UploadRow, UserRow, utcnow
 from reconciler.model import Outcome
 
 
@@ -105,7 +105,7 @@ def seed_verify(emu: GraphEmulator, root: Path, users: int, drifted: int) -> Set
     ledger.upgrade()
     now = utcnow()
     with ledger.session() as session:
-        run = Run(command="reconcile", dry_run=False, counts={}, started_at=now, finished_at=now)
+        run = RunRow(command="reconcile", dry_run=False, counts={}, started_at=now, finished_at=now)
         session.add(run)
         session.flush()
         user_rows, file_rows, upload_rows = [], [], []
@@ -145,7 +145,11 @@ def seed_verify(emu: GraphEmulator, root: Path, users: int, drifted: int) -> Set
                 }
             )
         connection = session.connection()
-        for table, rows in ((User, user_rows), (InboxFile, file_rows), (Upload, upload_rows)):
+        for table, rows in (
+            (UserRow, user_rows),
+            (InboxFileRow, file_rows),
+            (UploadRow, upload_rows),
+        ):
             for start in range(0, len(rows), 2000):
                 connection.execute(insert(table), rows[start : start + 2000])
     ledger.dispose()

@@ -49,7 +49,7 @@ class Base(DeclarativeBase):
     }
 
 
-class Run(Base):
+class RunRow(Base):
     """One invocation of reconcile or retry-failed."""
 
     __tablename__ = "runs"
@@ -69,7 +69,7 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-class User(Base):
+class UserRow(Base):
     """A tenant user as Graph last described it. Deleted users are kept (deleted_at set)
     so upload history still names them."""
 
@@ -93,7 +93,7 @@ class User(Base):
     __table_args__ = (Index("ix_users_user_principal_name", "user_principal_name"),)
 
 
-class InboxFile(Base):
+class InboxFileRow(Base):
     """One file that entered the inbox, from first sight to where it ended.
 
     While the file is in the inbox, (size, mtime_ns, ctime_ns, inode) is the stat cache that
@@ -128,7 +128,7 @@ class InboxFile(Base):
     __table_args__ = (Index("ix_inbox_files_location_path", "location", "path"),)
 
 
-class Upload(Base):
+class UploadRow(Base):
     """An upload's intent, then its outcome. A row with status 'pending' is an intent whose
     result was never recorded (a crash): it is not a success."""
 
@@ -175,7 +175,7 @@ class Upload(Base):
     )
 
 
-class SyncState(Base):
+class SyncStateRow(Base):
     """Small named values that carry over between runs, e.g. the users delta link."""
 
     __tablename__ = "sync_state"
@@ -185,7 +185,7 @@ class SyncState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class RunFile(Base):
+class RunFileRow(Base):
     """What one run decided and did for one file: the history behind `runs show`."""
 
     __tablename__ = "run_files"
@@ -201,7 +201,7 @@ class RunFile(Base):
     __table_args__ = (Index("ix_run_files_run_id", "run_id"),)
 
 
-class PhotoChange(Base):
+class PhotoChangeRow(Base):
     """A photo write that is not an upload of an inbox file: a rollback (restore or
     remove), a prune, or a verify --fix. Recorded as an intent first ('pending'), like an
     upload, so a killed run is finished by the next one (docs/reliability.md)."""
@@ -231,7 +231,7 @@ class PhotoChange(Base):
     )
 
 
-class PhotoDrift(Base):
+class PhotoDriftRow(Base):
     """A user whose photo no longer carries the ETag photosync recorded: someone changed or
     removed it. Written by `verify`; gone once verify finds the photo back in line."""
 

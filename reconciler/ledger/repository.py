@@ -19,14 +19,14 @@ from reconciler import model, names
 from reconciler.errors import GraphFailure
 from reconciler.fingerprint import CachedFingerprint
 from reconciler.ledger.orm import (
-    InboxFile,
-    PhotoChange,
-    PhotoDrift,
-    Run,
-    RunFile,
-    SyncState,
-    Upload,
-    User,
+    InboxFileRow,
+    PhotoChangeRow,
+    PhotoDriftRow,
+    RunFileRow,
+    RunRow,
+    SyncStateRow,
+    UploadRow,
+    UserRow,
     utcnow,
 )
 from reconciler.ledger.records import (
@@ -78,7 +78,7 @@ def _chunks(values: Iterable[_T]) -> Iterator[list[_T]]:
 
 
 def start_run(session: Session, command: str, dry_run: bool) -> int:
-    run = Run(
+    run = RunRow(
         command=command, dry_run=dry_run, host=socket.gethostname(), pid=os.getpid(), counts={}
     )
     session.add(run)
@@ -89,7 +89,7 @@ def start_run(session: Session, command: str, dry_run: bool) -> int:
 def finish_run(
     session: Session, summary: model.RunSummary, exit_code: int, error: str | None = None
 ) -> None:
-    run = session.get_one(Run, summary.run_id)
+    run = session.get_one(RunRow, summary.run_id)
     run.finished_at = utcnow()
     run.exit_code = exit_code
     run.counts = {outcome.value: count for outcome, count in summary.counts.items()}
@@ -110,12 +110,14 @@ def close_abandoned_runs(session: Session, current_run_id: int) -> list[int]:
     run is alive, so every other unfinished run is one that will never finish. finished_at
     is when this was noticed, the only time the ledger can vouch for."""
     abandoned = list(
-        session.scalars(select(Run.id).where(Run.finished_at.is_(None), Run.id != current_run_id))
+        session.scalars(
+            select(RunRow.id).where(RunRow.finished_at.is_(None), RunRow.id != current_run_id)
+        )
     )
     if abandoned:
         session.execute(
-            update(Run)
-            .where(Run.id.in_(abandoned))
+            update(RunRow)
+            .where(RunRow.id.in_(abandoned))
             .values(finished_at=utcnow(), exit_code=ABANDONED_EXIT_CODE, error=ABANDONED)
         )
     return abandoned
@@ -124,7 +126,7 @@ def close_abandoned_runs(session: Session, current_run_id: int) -> list[int]:
 # --- users
 
 
-# The users columns that hold a User's fields, named like them.
+# The users columns that hold a UserRow's fields, named like them.
 _USER_COLUMNS = tuple(model.USER_FIELDS.values())
 _user_values = attrgetter(*_USER_COLUMNS)
 
@@ -134,7 +136,7 @@ def _user_row(user: model.User, now: datetime) -> dict[str, Any]:
     return {"id": user.id, **values, "refreshed_at": now, "deleted_at": None}
 
 
-def to_model_user(row: User) -> model.User:
+def to_model_user(row: UserRow) -> model.User:
     return model.User(row.id, *_user_values(row))
 
 
@@ -146,16 +148,16 @@ def upsert_users(session: Session, users: Sequence[model.User], now: datetime) -
     rows = [_user_row(u, now) for u in users]
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        lite = sqlite.insert(User)
+        lite = sqlite.insert(UserRow)
         updates = {c: lite.excluded[c] for c in rows[0] if c != "id"}
         statement: Any = lite.on_conflict_do_update(index_elements=["id"], set_=updates)
     elif dialect == "postgresql":
-        pg = postgresql.insert(User)
+        pg = postgresql.insert(UserRow)
         updates = {c: pg.excluded[c] for c in rows[0] if c != "id"}
         statement = pg.on_conflict_do_update(index_elements=["id"], set_=updates)
     else:
         for row in rows:
-            session.merge(User(**row))
+            session.merge(UserRow(**row))
         return
     session.connection().execute(statement, rows)
 
@@ -164,7 +166,7 @@ def known_user_ids(session: Session, ids: Iterable[str]) -> set[str]:
     """Which of `ids` the ledger holds a row for (deleted ones included)."""
     found: set[str] = set()
     for chunk in _chunks(ids):
-        found.update(session.scalars(select(User.id).where(User.id.in_(chunk))))
+        found.update(session.scalars(select(UserRow.id).where(UserRow.id.in_(chunk))))
     return found
 
 
@@ -184,39 +186,42 @@ def apply_user_patches(session: Session, patches: Sequence[model.UserPatch], now
         changes.append({"id": patch.id, **values, "refreshed_at": now, "deleted_at": None})
     if changes:
         # Bulk UPDATE by primary key; rows with the same set of columns share a statement.
-        session.execute(update(User), changes)
+        session.execute(update(UserRow), changes)
 
 
 def mark_users_deleted(session: Session, ids: Iterable[str], now: datetime) -> None:
     for chunk in _chunks(ids):
-        session.execute(update(User).where(User.id.in_(chunk)).values(deleted_at=now))
+        session.execute(update(UserRow).where(UserRow.id.in_(chunk)).values(deleted_at=now))
 
 
 def mark_unrefreshed_users_deleted(session: Session, refreshed_since: datetime) -> None:
     """After a full listing: whoever the listing did not mention is gone from the tenant."""
     session.execute(
-        update(User)
-        .where(User.refreshed_at < refreshed_since, User.deleted_at.is_(None))
+        update(UserRow)
+        .where(UserRow.refreshed_at < refreshed_since, UserRow.deleted_at.is_(None))
         .values(deleted_at=refreshed_since)
     )
 
 
 def current_users(session: Session) -> list[model.User]:
-    rows = session.scalars(select(User).where(User.deleted_at.is_(None)))
+    rows = session.scalars(select(UserRow).where(UserRow.deleted_at.is_(None)))
     return [to_model_user(row) for row in rows]
 
 
 def users_by_id(session: Session, ids: Iterable[str]) -> dict[str, model.User]:
     found: dict[str, model.User] = {}
     for chunk in _chunks(ids):
-        rows = session.scalars(select(User).where(User.id.in_(chunk)))
+        rows = session.scalars(select(UserRow).where(UserRow.id.in_(chunk)))
         found.update({row.id: to_model_user(row) for row in rows})
     return found
 
 
 def count_users(session: Session) -> int:
     return (
-        session.scalar(select(func.count()).select_from(User).where(User.deleted_at.is_(None))) or 0
+        session.scalar(
+            select(func.count()).select_from(UserRow).where(UserRow.deleted_at.is_(None))
+        )
+        or 0
     )
 
 
@@ -224,13 +229,13 @@ def count_users(session: Session) -> int:
 
 
 def get_state(session: Session, key: str) -> StateRecord | None:
-    row = session.get(SyncState, key)
+    row = session.get(SyncStateRow, key)
     return None if row is None else StateRecord(row.value, row.updated_at)
 
 
 def full_listing_at(session: Session) -> datetime | None:
     """When the users were last listed in full, in UTC; None if never (or not legible)."""
-    row = session.get(SyncState, FULL_LISTING_AT)
+    row = session.get(SyncStateRow, FULL_LISTING_AT)
     try:
         listed = datetime.fromisoformat(row.value) if row is not None else None
     except ValueError:
@@ -239,9 +244,9 @@ def full_listing_at(session: Session) -> datetime | None:
 
 
 def set_state(session: Session, key: str, value: str) -> None:
-    row = session.get(SyncState, key)
+    row = session.get(SyncStateRow, key)
     if row is None:
-        session.add(SyncState(key=key, value=value, updated_at=utcnow()))
+        session.add(SyncStateRow(key=key, value=value, updated_at=utcnow()))
     else:
         row.value = value
         row.updated_at = utcnow()
@@ -250,7 +255,7 @@ def set_state(session: Session, key: str, value: str) -> None:
 # --- inbox files
 
 
-_IN_INBOX = InboxFile.location == FileLocation.INBOX
+_IN_INBOX = InboxFileRow.location == FileLocation.INBOX
 
 
 def inbox_rows(session: Session) -> dict[str, InboxRow]:
@@ -260,15 +265,15 @@ def inbox_rows(session: Session) -> dict[str, InboxRow]:
     objects: at 20,000 files that is the difference between 0.1 s and 1 s."""
     rows = session.execute(
         select(
-            InboxFile.id,
-            InboxFile.path,
-            InboxFile.size,
-            InboxFile.mtime_ns,
-            InboxFile.ctime_ns,
-            InboxFile.inode,
-            InboxFile.sha256,
-            InboxFile.hashed_at_ns,
-            InboxFile.last_outcome,
+            InboxFileRow.id,
+            InboxFileRow.path,
+            InboxFileRow.size,
+            InboxFileRow.mtime_ns,
+            InboxFileRow.ctime_ns,
+            InboxFileRow.inode,
+            InboxFileRow.sha256,
+            InboxFileRow.hashed_at_ns,
+            InboxFileRow.last_outcome,
         ).where(_IN_INBOX)
     )
     return {
@@ -296,7 +301,7 @@ def record_scan(
     costs no statement at all. Rows are written as plain column values in bulk statements,
     not as ORM objects: building and flushing one object per file cost more than hashing it.
     """
-    # Keyed by InboxFile.key: a real path that is not valid text is stored escaped.
+    # Keyed by InboxFileRow.key: a real path that is not valid text is stored escaped.
     hashed_paths = {f.key for f in scan.hashed}
     now = utcnow()
     new_rows: dict[str, dict[str, Any]] = {}
@@ -336,20 +341,22 @@ def record_scan(
             changes.append({"id": row.id, **values})
     if changes:
         # Bulk UPDATE by primary key; rows with the same set of columns share a statement.
-        session.execute(update(InboxFile), changes)
+        session.execute(update(InboxFileRow), changes)
     gone = [row.id for key, row in existing.items() if key not in ids]
     for chunk in _chunks(gone):
         # Removed or renamed by someone; no longer ours to handle.
         session.execute(
-            update(InboxFile).where(InboxFile.id.in_(chunk)).values(location=FileLocation.GONE)
+            update(InboxFileRow)
+            .where(InboxFileRow.id.in_(chunk))
+            .values(location=FileLocation.GONE)
         )
     if new_rows:
         # A Core executemany on the table: the ORM's bulk path still costs ~15 us a row.
-        session.connection().execute(insert(InboxFile), list(new_rows.values()))
+        session.connection().execute(insert(InboxFileRow), list(new_rows.values()))
         # Read the new ids back rather than rely on RETURNING, which not every backend
         # supports for a many-row INSERT. One plain SELECT of the inbox is cheaper than
         # binding every new path into IN lists.
-        rows = session.execute(select(InboxFile.path, InboxFile.id).where(_IN_INBOX))
+        rows = session.execute(select(InboxFileRow.path, InboxFileRow.id).where(_IN_INBOX))
         ids.update({path: file_id for path, file_id in rows if path in new_rows})
     return ids
 
@@ -359,9 +366,9 @@ def ledger_view(session: Session, rows: Mapping[str, InboxRow]) -> model.LedgerV
     uploaded_to_ids = {
         (file_id, sha): user_id
         for file_id, sha, user_id in session.execute(
-            select(Upload.file_id, Upload.source_sha256, Upload.user_id)
-            .join(InboxFile, InboxFile.id == Upload.file_id)
-            .where(_IN_INBOX, Upload.status == UploadStatus.SUCCEEDED)
+            select(UploadRow.file_id, UploadRow.source_sha256, UploadRow.user_id)
+            .join(InboxFileRow, InboxFileRow.id == UploadRow.file_id)
+            .where(_IN_INBOX, UploadRow.status == UploadStatus.SUCCEEDED)
         )
     }
     users = users_by_id(session, set(uploaded_to_ids.values()))
@@ -377,13 +384,15 @@ def ledger_view(session: Session, rows: Mapping[str, InboxRow]) -> model.LedgerV
 def last_upload_sha(session: Session) -> dict[str, str]:
     """user id -> source sha256 of that user's most recent successful upload."""
     latest = (
-        select(Upload.user_id, func.max(Upload.id).label("upload_id"))
-        .where(Upload.status == UploadStatus.SUCCEEDED)
-        .group_by(Upload.user_id)
+        select(UploadRow.user_id, func.max(UploadRow.id).label("upload_id"))
+        .where(UploadRow.status == UploadStatus.SUCCEEDED)
+        .group_by(UploadRow.user_id)
         .subquery()
     )
     rows = session.execute(
-        select(Upload.user_id, Upload.source_sha256).join(latest, latest.c.upload_id == Upload.id)
+        select(UploadRow.user_id, UploadRow.source_sha256).join(
+            latest, latest.c.upload_id == UploadRow.id
+        )
     )
     return {user_id: sha for user_id, sha in rows}
 
@@ -398,7 +407,7 @@ def record_outcome(
     user_id: str | None = None,
     candidates: Sequence[str] = (),
 ) -> None:
-    row = session.get_one(InboxFile, file_id)
+    row = session.get_one(InboxFileRow, file_id)
     new = (outcome.value, reason, list(candidates) or None, user_id)
     if (row.last_outcome, row.last_reason, row.last_candidates, row.user_id) == new:
         return  # an unchanged verdict costs no write: mirror mode re-plans every file each run
@@ -411,9 +420,9 @@ def preload_files(session: Session, file_ids: Sequence[int]) -> None:
     """Load many inbox rows in a few SELECTs, so per-file updates hit the identity map."""
     # The identity map holds objects weakly: rows nobody references are dropped at once and
     # each session.get() would SELECT (and autoflush) again. The session keeps them alive.
-    held: list[InboxFile] = session.info.setdefault("preloaded_files", [])
+    held: list[InboxFileRow] = session.info.setdefault("preloaded_files", [])
     for chunk in _chunks(file_ids):
-        held.extend(session.scalars(select(InboxFile).where(InboxFile.id.in_(chunk))).all())
+        held.extend(session.scalars(select(InboxFileRow).where(InboxFileRow.id.in_(chunk))).all())
 
 
 def record_run_files(
@@ -422,7 +431,7 @@ def record_run_files(
     if not results:
         return
     session.execute(
-        insert(RunFile),
+        insert(RunFileRow),
         [
             {
                 "run_id": run_id,
@@ -438,7 +447,7 @@ def record_run_files(
 
 
 def record_move(session: Session, file_id: int, location: FileLocation, destination: str) -> None:
-    row = session.get_one(InboxFile, file_id)
+    row = session.get_one(InboxFileRow, file_id)
     row.location = location
     row.destination = destination
 
@@ -457,7 +466,7 @@ def record_intent(
     replaced_object: str | None = None,
     uploaded_object: str | None = None,
 ) -> int:
-    upload = Upload(
+    upload = UploadRow(
         replaced_object=replaced_object,
         uploaded_object=uploaded_object,
         run_id=run_id,
@@ -489,7 +498,7 @@ def record_upload_success(
     *,
     etag_after: str | None = None,
 ) -> None:
-    upload = session.get_one(Upload, upload_id)
+    upload = session.get_one(UploadRow, upload_id)
     upload.status = UploadStatus.SUCCEEDED
     upload.etag_after = etag_after
     upload.http_status = receipt.http_status
@@ -500,13 +509,13 @@ def record_upload_success(
 
 def record_etag_after(session: Session, upload_id: int, etag: str) -> None:
     """The ETag Graph reported for the photo an already recorded success wrote."""
-    session.get_one(Upload, upload_id).etag_after = etag
+    session.get_one(UploadRow, upload_id).etag_after = etag
 
 
 def record_upload_failure(
     session: Session, upload_id: int, failure: GraphFailure, *, permanent: bool
 ) -> None:
-    upload = session.get_one(Upload, upload_id)
+    upload = session.get_one(UploadRow, upload_id)
     upload.status = UploadStatus.FAILED_PERMANENT if permanent else UploadStatus.FAILED_TRANSIENT
     upload.http_status = failure.status
     upload.graph_error_code = failure.code
@@ -521,15 +530,15 @@ def failed_uploads(session: Session, *, include_permanent: bool) -> dict[str, mo
     """Inbox files whose most recent upload failed, by path, with the user it was meant for."""
     statuses = FAILED_STATUSES if include_permanent else {UploadStatus.FAILED_TRANSIENT}
     latest = (
-        select(Upload.file_id, func.max(Upload.id).label("upload_id"))
-        .group_by(Upload.file_id)
+        select(UploadRow.file_id, func.max(UploadRow.id).label("upload_id"))
+        .group_by(UploadRow.file_id)
         .subquery()
     )
     rows = session.execute(
-        select(InboxFile.path, Upload.source_sha256, Upload.user_id)
-        .join(latest, latest.c.upload_id == Upload.id)
-        .join(InboxFile, InboxFile.id == Upload.file_id)
-        .where(_IN_INBOX, Upload.status.in_(statuses))
+        select(InboxFileRow.path, UploadRow.source_sha256, UploadRow.user_id)
+        .join(latest, latest.c.upload_id == UploadRow.id)
+        .join(InboxFileRow, InboxFileRow.id == UploadRow.file_id)
+        .where(_IN_INBOX, UploadRow.status.in_(statuses))
     ).all()
     users = users_by_id(session, {user_id for _, _, user_id in rows})
     return {
@@ -543,16 +552,16 @@ def failed_uploads(session: Session, *, include_permanent: bool) -> dict[str, mo
 
 
 def recent_runs(session: Session, limit: int) -> list[RunRecord]:
-    rows = session.scalars(select(Run).order_by(Run.id.desc()).limit(limit))
+    rows = session.scalars(select(RunRow).order_by(RunRow.id.desc()).limit(limit))
     return [_run_record(run) for run in rows]
 
 
 def waiting_counts(session: Session) -> dict[str, int]:
     """Files still in the inbox, by their last outcome."""
     rows = session.execute(
-        select(InboxFile.last_outcome, func.count())
+        select(InboxFileRow.last_outcome, func.count())
         .where(_IN_INBOX)
-        .group_by(InboxFile.last_outcome)
+        .group_by(InboxFileRow.last_outcome)
     )
     return {outcome or "new": count for outcome, count in rows}
 
@@ -561,14 +570,14 @@ def not_landed(session: Session) -> list[FileRecord]:
     """Every file that has not landed: still in the inbox without a final outcome (or with
     none yet: seen only by a dry run or a run that stopped early), or set aside in
     failed_dir."""
-    undecided = InboxFile.last_outcome.is_(None)  # SQL's NOT IN is never true for NULL
+    undecided = InboxFileRow.last_outcome.is_(None)  # SQL's NOT IN is never true for NULL
     rows = session.scalars(
-        select(InboxFile)
+        select(InboxFileRow)
         .where(
-            (_IN_INBOX & (undecided | InboxFile.last_outcome.not_in(["uploaded", "unchanged"])))
-            | (InboxFile.location == FileLocation.FAILED)
+            (_IN_INBOX & (undecided | InboxFileRow.last_outcome.not_in(["uploaded", "unchanged"])))
+            | (InboxFileRow.location == FileLocation.FAILED)
         )
-        .order_by(InboxFile.last_outcome, InboxFile.name)
+        .order_by(InboxFileRow.last_outcome, InboxFileRow.name)
     )
     return [_file_record(row) for row in rows]
 
@@ -578,12 +587,14 @@ def last_uploads_of(session: Session, file_ids: Sequence[int]) -> dict[int, Uplo
     found: dict[int, UploadRecord] = {}
     for chunk in _chunks(file_ids):
         latest = (
-            select(func.max(Upload.id)).where(Upload.file_id.in_(chunk)).group_by(Upload.file_id)
+            select(func.max(UploadRow.id))
+            .where(UploadRow.file_id.in_(chunk))
+            .group_by(UploadRow.file_id)
         )
         found.update(
             {
                 u.file_id: _upload_record(u)
-                for u in session.scalars(select(Upload).where(Upload.id.in_(latest)))
+                for u in session.scalars(select(UploadRow).where(UploadRow.id.in_(latest)))
             }
         )
     return found
@@ -594,8 +605,8 @@ def close_interrupted_uploads(session: Session) -> int:
     Graph, so they are marked 'interrupted' (never 'succeeded'); the file is still in the
     inbox and will be uploaded again."""
     result = session.execute(
-        update(Upload)
-        .where(Upload.status == UploadStatus.PENDING)
+        update(UploadRow)
+        .where(UploadRow.status == UploadStatus.PENDING)
         .values(status=UploadStatus.INTERRUPTED, finished_at=utcnow())
     )
     return int(getattr(result, "rowcount", 0) or 0)
@@ -605,17 +616,17 @@ def close_interrupted_uploads(session: Session) -> int:
 
 
 def get_run(session: Session, run_id: int) -> RunRecord | None:
-    run = session.get(Run, run_id)
+    run = session.get(RunRow, run_id)
     return None if run is None else _run_record(run)
 
 
 def run_files_of(session: Session, run_id: int) -> list[RunFileRecord]:
     """What one run decided for each file, by file name."""
     rows = session.execute(
-        select(RunFile, InboxFile.name)
-        .join(InboxFile, InboxFile.id == RunFile.file_id)
-        .where(RunFile.run_id == run_id)
-        .order_by(InboxFile.name, RunFile.id)
+        select(RunFileRow, InboxFileRow.name)
+        .join(InboxFileRow, InboxFileRow.id == RunFileRow.file_id)
+        .where(RunFileRow.run_id == run_id)
+        .order_by(InboxFileRow.name, RunFileRow.id)
     )
     return [
         RunFileRecord(rf.file_id, name, rf.outcome, rf.reason, rf.user_id, rf.destination)
@@ -629,10 +640,10 @@ def last_considered(session: Session, file_ids: Sequence[int]) -> dict[int, date
     found: dict[int, datetime] = {}
     for chunk in _chunks(file_ids):
         rows = session.execute(
-            select(RunFile.file_id, func.max(Run.started_at))
-            .join(Run, Run.id == RunFile.run_id)
-            .where(RunFile.file_id.in_(chunk))
-            .group_by(RunFile.file_id)
+            select(RunFileRow.file_id, func.max(RunRow.started_at))
+            .join(RunRow, RunRow.id == RunFileRow.run_id)
+            .where(RunFileRow.file_id.in_(chunk))
+            .group_by(RunFileRow.file_id)
         )
         found.update({file_id: when for file_id, when in rows if when is not None})
     return found
@@ -640,7 +651,9 @@ def last_considered(session: Session, file_ids: Sequence[int]) -> dict[int, date
 
 def uploads_of_run(session: Session, run_id: int) -> dict[int, UploadRecord]:
     """file id -> the last upload one run made for it."""
-    rows = session.scalars(select(Upload).where(Upload.run_id == run_id).order_by(Upload.id))
+    rows = session.scalars(
+        select(UploadRow).where(UploadRow.run_id == run_id).order_by(UploadRow.id)
+    )
     return {upload.file_id: _upload_record(upload) for upload in rows}
 
 
@@ -653,9 +666,9 @@ def carried_before(session: Session, user_id: str) -> str | None:
     so what Graph shows now may be photosync's own photo. The "before" to keep is the one
     that intent archived (docs/reliability.md, "Rollback and prune survive a kill")."""
     latest = session.scalars(
-        select(Upload)
-        .where(Upload.user_id == user_id, Upload.replaced_object.is_not(None))
-        .order_by(Upload.id.desc())
+        select(UploadRow)
+        .where(UploadRow.user_id == user_id, UploadRow.replaced_object.is_not(None))
+        .order_by(UploadRow.id.desc())
         .limit(1)
     ).first()
     if latest is not None and latest.status in UNFINISHED_STATUSES:
@@ -668,25 +681,25 @@ def latest_writes(session: Session) -> dict[str, PhotoWrite]:
     found: dict[str, PhotoWrite] = {}
     uploads = session.execute(
         select(
-            Upload.user_id,
-            Upload.id,
-            Upload.uploaded_object,
-            Upload.etag_after,
-            Upload.finished_at,
-            Upload.started_at,
-            Upload.run_id,
+            UploadRow.user_id,
+            UploadRow.id,
+            UploadRow.uploaded_object,
+            UploadRow.etag_after,
+            UploadRow.finished_at,
+            UploadRow.started_at,
+            UploadRow.run_id,
         )
-        .where(Upload.status == UploadStatus.SUCCEEDED)
-        .order_by(Upload.id)
+        .where(UploadRow.status == UploadStatus.SUCCEEDED)
+        .order_by(UploadRow.id)
     )
     for user_id, upload_id, written, etag, finished, started, run_id in uploads:
         found[user_id] = PhotoWrite(
             user_id, upload_id, WriteKind.UPLOAD, None, written, etag, finished or started, run_id
         )
     changes = session.execute(
-        select(PhotoChange)
-        .where(PhotoChange.status == ChangeStatus.SUCCEEDED)
-        .order_by(PhotoChange.id)
+        select(PhotoChangeRow)
+        .where(PhotoChangeRow.status == ChangeStatus.SUCCEEDED)
+        .order_by(PhotoChangeRow.id)
     ).scalars()
     for change in changes:
         at = change.finished_at or change.started_at
@@ -713,10 +726,10 @@ def _aware(value: datetime) -> datetime:
 def succeeded_uploads_of_run(session: Session, run_id: int) -> list[tuple[UploadRecord, str]]:
     """The last successful upload per user of one run, with its file's name."""
     rows = session.execute(
-        select(Upload, InboxFile.name)
-        .join(InboxFile, InboxFile.id == Upload.file_id)
-        .where(Upload.run_id == run_id, Upload.status == UploadStatus.SUCCEEDED)
-        .order_by(Upload.id)
+        select(UploadRow, InboxFileRow.name)
+        .join(InboxFileRow, InboxFileRow.id == UploadRow.file_id)
+        .where(UploadRow.run_id == run_id, UploadRow.status == UploadStatus.SUCCEEDED)
+        .order_by(UploadRow.id)
     )
     latest: dict[str, tuple[UploadRecord, str]] = {}
     for upload, name in rows:
@@ -731,9 +744,9 @@ def changes_about(
     found: dict[int, ChangeRecord] = {}
     for chunk in _chunks(upload_ids):
         rows = session.scalars(
-            select(PhotoChange)
-            .where(PhotoChange.upload_id.in_(chunk), PhotoChange.kind == kind)
-            .order_by(PhotoChange.id)
+            select(PhotoChangeRow)
+            .where(PhotoChangeRow.upload_id.in_(chunk), PhotoChangeRow.kind == kind)
+            .order_by(PhotoChangeRow.id)
         )
         for change in rows:
             found[change.upload_id] = _change_record(change)
@@ -750,7 +763,7 @@ def record_change_intent(
     before_object: str | None,
     written_object: str | None,
 ) -> int:
-    change = PhotoChange(
+    change = PhotoChangeRow(
         run_id=run_id,
         kind=kind,
         user_id=user_id,
@@ -772,7 +785,7 @@ def record_change_result(
     reason: str,
     etag_after: str | None = None,
 ) -> None:
-    change = session.get_one(PhotoChange, change_id)
+    change = session.get_one(PhotoChangeRow, change_id)
     change.status = status
     change.reason = reason
     change.etag_after = etag_after
@@ -793,7 +806,7 @@ def record_change_skipped(
     finished row, so `runs show` and the next run can tell."""
     now = utcnow()
     session.add(
-        PhotoChange(
+        PhotoChangeRow(
             run_id=run_id,
             kind=kind,
             user_id=user_id,
@@ -808,7 +821,7 @@ def record_change_skipped(
 
 def changes_of_run(session: Session, run_id: int) -> list[ChangeRecord]:
     rows = session.scalars(
-        select(PhotoChange).where(PhotoChange.run_id == run_id).order_by(PhotoChange.id)
+        select(PhotoChangeRow).where(PhotoChangeRow.run_id == run_id).order_by(PhotoChangeRow.id)
     )
     return [_change_record(change) for change in rows]
 
@@ -820,12 +833,12 @@ def archive_references(session: Session, keep: int) -> set[str]:
     pinned: set[str] = set()
     uploads = session.execute(
         select(
-            Upload.user_id,
-            Upload.started_at,
-            Upload.replaced_object,
-            Upload.uploaded_object,
-            Upload.status,
-        ).where(Upload.uploaded_object.is_not(None))
+            UploadRow.user_id,
+            UploadRow.started_at,
+            UploadRow.replaced_object,
+            UploadRow.uploaded_object,
+            UploadRow.status,
+        ).where(UploadRow.uploaded_object.is_not(None))
     )
     for user_id, started, replaced, uploaded, status in uploads:
         versions.setdefault(user_id, []).append((_aware(started), (replaced, uploaded)))
@@ -833,12 +846,12 @@ def archive_references(session: Session, keep: int) -> set[str]:
             pinned.add(replaced)
     changes = session.execute(
         select(
-            PhotoChange.user_id,
-            PhotoChange.started_at,
-            PhotoChange.before_object,
-            PhotoChange.written_object,
-            PhotoChange.status,
-        ).where(PhotoChange.status.in_([ChangeStatus.PENDING, ChangeStatus.SUCCEEDED]))
+            PhotoChangeRow.user_id,
+            PhotoChangeRow.started_at,
+            PhotoChangeRow.before_object,
+            PhotoChangeRow.written_object,
+            PhotoChangeRow.status,
+        ).where(PhotoChangeRow.status.in_([ChangeStatus.PENDING, ChangeStatus.SUCCEEDED]))
     )
     for user_id, started, before, written, status in changes:
         versions.setdefault(user_id, []).append((_aware(started), (before, written)))
@@ -863,15 +876,17 @@ def gone_files_with_photos(session: Session) -> list[tuple[str, UploadRecord]]:
     found: list[tuple[str, UploadRecord]] = []
     for chunk in _chunks(upload_ids):
         rows = session.execute(
-            select(InboxFile.name, Upload)
-            .join(Upload, Upload.file_id == InboxFile.id)
-            .where(Upload.id.in_(chunk), InboxFile.location == FileLocation.GONE)
+            select(InboxFileRow.name, UploadRow)
+            .join(UploadRow, UploadRow.file_id == InboxFileRow.id)
+            .where(UploadRow.id.in_(chunk), InboxFileRow.location == FileLocation.GONE)
         )
         found.extend((name, _upload_record(upload)) for name, upload in rows)
     # A user another file in the inbox still stands for (a renamed or replaced file) keeps
     # the photo: that file decides it.
     still_claimed = set(
-        session.scalars(select(InboxFile.user_id).where(_IN_INBOX, InboxFile.user_id.is_not(None)))
+        session.scalars(
+            select(InboxFileRow.user_id).where(_IN_INBOX, InboxFileRow.user_id.is_not(None))
+        )
     )
     return sorted([(f, u) for f, u in found if u.user_id not in still_claimed], key=lambda p: p[0])
 
@@ -881,9 +896,9 @@ def files_of_uploads(session: Session, upload_ids: Sequence[int]) -> dict[int, F
     found: dict[int, FileRow] = {}
     for chunk in _chunks(upload_ids):
         rows = session.execute(
-            select(Upload.id, InboxFile.name, InboxFile.path, InboxFile.sha256)
-            .join(InboxFile, InboxFile.id == Upload.file_id)
-            .where(Upload.id.in_(chunk))
+            select(UploadRow.id, InboxFileRow.name, InboxFileRow.path, InboxFileRow.sha256)
+            .join(InboxFileRow, InboxFileRow.id == UploadRow.file_id)
+            .where(UploadRow.id.in_(chunk))
         )
         found.update({upload_id: FileRow(n, p, sha) for upload_id, n, p, sha in rows})
     return found
@@ -897,11 +912,11 @@ def record_drift(
     expected_etag: str | None,
     seen_etag: str | None,
 ) -> None:
-    row = session.get(PhotoDrift, user_id)
+    row = session.get(PhotoDriftRow, user_id)
     now = utcnow()
     if row is None:
         session.add(
-            PhotoDrift(
+            PhotoDriftRow(
                 user_id=user_id,
                 state=state,
                 expected_etag=expected_etag,
@@ -920,11 +935,11 @@ def record_drift(
 
 def clear_drift(session: Session, user_ids: Iterable[str]) -> None:
     for chunk in _chunks(user_ids):
-        session.execute(delete(PhotoDrift).where(PhotoDrift.user_id.in_(chunk)))
+        session.execute(delete(PhotoDriftRow).where(PhotoDriftRow.user_id.in_(chunk)))
 
 
 def drifts(session: Session) -> list[DriftRecord]:
-    rows = session.scalars(select(PhotoDrift).order_by(PhotoDrift.first_seen_at))
+    rows = session.scalars(select(PhotoDriftRow).order_by(PhotoDriftRow.first_seen_at))
     return [_record(DriftRecord, row, state=DriftState(row.state)) for row in rows]
 
 
@@ -938,11 +953,11 @@ def _record(record_type: type[_R], row: object, **converted: Any) -> _R:
     return record_type(**columns, **converted)
 
 
-def _run_record(row: Run) -> RunRecord:
+def _run_record(row: RunRow) -> RunRecord:
     return _record(RunRecord, row, counts={k: int(v) for k, v in (row.counts or {}).items()})
 
 
-def _file_record(row: InboxFile) -> FileRecord:
+def _file_record(row: InboxFileRow) -> FileRecord:
     return _record(
         FileRecord,
         row,
@@ -951,7 +966,7 @@ def _file_record(row: InboxFile) -> FileRecord:
     )
 
 
-def _upload_record(row: Upload) -> UploadRecord:
+def _upload_record(row: UploadRow) -> UploadRecord:
     return _record(
         UploadRecord,
         row,
@@ -960,5 +975,5 @@ def _upload_record(row: Upload) -> UploadRecord:
     )
 
 
-def _change_record(row: PhotoChange) -> ChangeRecord:
+def _change_record(row: PhotoChangeRow) -> ChangeRecord:
     return _record(ChangeRecord, row, kind=WriteKind(row.kind), status=ChangeStatus(row.status))
