@@ -4,7 +4,6 @@ decisions themselves live in planner/matching, the I/O in scanner/executor/graph
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -79,17 +78,6 @@ def build_client(settings: Settings) -> GraphClient:
         concurrency=settings.concurrency,
         max_attempts=settings.retry_attempts,
     )
-
-
-def _warn_about_ledger_file(ledger: Ledger) -> None:
-    """Each problem with the ledger file, every run, in the log and on stderr (once when the
-    log already goes to stderr)."""
-    handlers = logging.getLogger("reconciler").handlers
-    logged_to_stderr = any(getattr(h, "stream", None) is sys.stderr for h in handlers)
-    for warning in ledger.file_warnings():
-        log.warning("%s", warning)
-        if not logged_to_stderr:
-            print(f"photosync: warning: {warning}", file=sys.stderr)
 
 
 def prepare_options(settings: Settings) -> ApplyOptions:
@@ -259,7 +247,7 @@ def _run(
     including runs that end in an error."""
     ledger = Ledger(settings.database_url)
     try:
-        _warn_about_ledger_file(ledger)
+        logs.ledger_file_warned(ledger.file_warnings())
         with ledger.run_lock():
             # Migrated under the lock: two runs never migrate at once, nor one under another.
             ledger.upgrade()
@@ -272,14 +260,7 @@ def _run(
                     repository.start_run(session, command, dry_run), dry_run=dry_run
                 )
                 abandoned = repository.close_abandoned_runs(session, summary.run_id)
-            logs.RUN_ID.run_id = summary.run_id  # every log line of this run carries its id
-            log.info(
-                "run %d started: %s%s with %s",
-                summary.run_id,
-                command,
-                " (dry run)" if dry_run else "",
-                logs.settings_for_log(settings),
-            )
+            logs.run_started(summary.run_id, command, dry_run, settings)
             if abandoned:
                 log.warning(
                     "closed run(s) %s as abandoned: their process stopped before they finished",
@@ -312,17 +293,7 @@ def _run(
                 with ledger.session() as session:
                     exit_code = error_code if error else summary.exit_code
                     repository.finish_run(session, summary, exit_code, error)
-                log.info(
-                    "run %d finished: exit %d; %s; %d Graph requests in %.1fs%s",
-                    summary.run_id,
-                    exit_code,
-                    ", ".join(f"{o.value} {n}" for o, n in summary.counts.items() if n)
-                    or "nothing to do",
-                    summary.graph_requests,
-                    summary.duration_s,
-                    f"; {error}" if error else "",
-                )
-                logs.RUN_ID.run_id = None
+                logs.run_finished(summary, exit_code, error)
     finally:
         ledger.dispose()
 
@@ -500,7 +471,7 @@ def upgrade_database(settings: Settings) -> tuple[str, str | None]:
     """`db upgrade`: migrate under the run lock, like a run does, never beside one."""
     ledger = Ledger(settings.database_url)
     try:
-        _warn_about_ledger_file(ledger)
+        logs.ledger_file_warned(ledger.file_warnings())
         with ledger.run_lock():
             ledger.upgrade()
         return ledger.describe(), ledger.revision()

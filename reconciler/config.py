@@ -512,8 +512,8 @@ def check_face_extra(settings: Settings) -> None:
 
 
 def load_overrides(settings: Settings) -> dict[str, str]:
-    """The overrides file's file name -> user pairs (README, `overrides_file`); every run reads it, so
-    a broken file is a configuration error (exit 2) even when nothing else is to be done."""
+    """The overrides file's file name -> user pairs (README, `overrides_file`). Every run
+    reads it, so a broken file is a configuration error (exit 2) even with nothing to do."""
     if settings.overrides_file is None:
         return {}
     try:

@@ -68,7 +68,7 @@ def _record_if_idle(
         )
         summary.duration_s = time.monotonic() - started
     logs.run_started(summary.run_id, COMMAND, False, settings)
-    logs.run_finished(summary.run_id, summary.exit_code, "", 0, summary.duration_s, None)
+    logs.run_finished(summary, summary.exit_code, None)
     return summary
 
 

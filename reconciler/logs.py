@@ -19,6 +19,7 @@ from reconciler.names import one_line
 
 if TYPE_CHECKING:
     from reconciler.config import Settings
+    from reconciler.model import RunSummary
 
 # Structured fields callers pass with `extra=`; JSON lines carry them as top-level keys.
 FIELDS = ("run_id", "file", "user_id", "action", "http_status", "client_request_id")
@@ -139,22 +140,16 @@ def run_started(run_id: int, command: str, dry_run: bool, settings: Settings) ->
     _RUN_LOG.info("run %d started: %s%s with %s", run_id, command, dry, settings_for_log(settings))
 
 
-def run_finished(
-    run_id: int,
-    exit_code: int,
-    counts: str,
-    graph_requests: int,
-    duration_s: float,
-    error: str | None,
-) -> None:
-    """A run's last line: how it ended and what it did (`counts` as the summary says it)."""
+def run_finished(summary: RunSummary, exit_code: int, error: str | None) -> None:
+    """A run's last line: how it ended and what it did."""
+    counts = ", ".join(f"{o.value} {n}" for o, n in summary.counts.items() if n)
     _RUN_LOG.info(
         "run %d finished: exit %d; %s; %d Graph requests in %.1fs%s",
-        run_id,
+        summary.run_id,
         exit_code,
         counts or "nothing to do",
-        graph_requests,
-        duration_s,
+        summary.graph_requests,
+        summary.duration_s,
         f"; {error}" if error else "",
     )
     RUN_ID.run_id = None

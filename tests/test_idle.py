@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -161,3 +162,27 @@ def test_an_idle_run_waits_its_turn_for_the_lock(settings: Settings) -> None:
     assert run.returncode == 3
     assert f"pid {holder.pid}" in run.stderr
     assert len(_runs(settings)) == 1
+
+
+def test_an_idle_run_logs_the_lines_the_full_path_logs(settings: Settings, tmp_path: Path) -> None:
+    log_file = tmp_path / "photosync.log"
+    flags = [*cli_args(settings), "--log-file", str(log_file), "--log-format", "json"]
+    flags += ["--log-level", "info"]
+    for _ in range(2):  # the full path (it creates the ledger), then the idle one
+        run = _photosync(settings, "reconcile", *flags)
+        assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    full, quiet = [
+        [
+            (line["logger"], line["level"], line["run_id"], line["message"])
+            for line in lines
+            if line.get("run_id") == run_id
+        ]
+        for run_id in (1, 2)
+    ]
+    assert len(full) >= 2 and [entry[:2] for entry in quiet] == [entry[:2] for entry in full]
+
+    def shown(message: str) -> str:  # the run's id and duration aside
+        return re.sub(r" in [0-9.]+s$", " in …s", message.replace("run 1 ", "run 2 "))
+
+    assert [shown(entry[3]) for entry in full] == [shown(entry[3]) for entry in quiet]

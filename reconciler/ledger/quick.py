@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from reconciler.ledger.revision import HEAD_REVISION, VERSION_TABLE
+from reconciler.model import FileLocation, UploadStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,12 @@ def read_facts(connection: sqlite3.Connection) -> IdleFacts | None:
         ]
         if revisions != [HEAD_REVISION]:
             return IdleFacts(",".join(revisions) or None, 0, 0, 0, False)
-        in_inbox = _count(connection, "SELECT count(*) FROM inbox_files WHERE location = 'inbox'")
-        pending = _count(connection, "SELECT count(*) FROM uploads WHERE status = 'pending'")
+        in_inbox = _count(
+            connection, "SELECT count(*) FROM inbox_files WHERE location = ?", FileLocation.INBOX
+        )
+        pending = _count(
+            connection, "SELECT count(*) FROM uploads WHERE status = ?", UploadStatus.PENDING
+        )
         unfinished = _count(connection, "SELECT count(*) FROM runs WHERE finished_at IS NULL")
         last = connection.execute("SELECT error FROM runs ORDER BY id DESC LIMIT 1").fetchone()
     except sqlite3.Error:
@@ -82,8 +87,8 @@ def read_facts(connection: sqlite3.Connection) -> IdleFacts | None:
     )
 
 
-def _count(connection: sqlite3.Connection, query: str) -> int:
-    row = connection.execute(query).fetchone()
+def _count(connection: sqlite3.Connection, query: str, *values: str) -> int:
+    row = connection.execute(query, values).fetchone()
     return int(row[0]) if row else 0
 
 
