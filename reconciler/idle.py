@@ -63,9 +63,14 @@ def _record_if_idle(
             return None
         summary = RunSummary(0)
         counts = {outcome.value: count for outcome, count in summary.counts.items()}
-        summary.run_id = quick.record_run(
-            connection, COMMAND, started_at=started_at, counts=counts, exit_code=0
-        )
+        try:
+            summary.run_id = quick.record_run(
+                connection, COMMAND, started_at=started_at, counts=counts, exit_code=0
+            )
+        except sqlite3.Error:
+            # Nothing was written (one transaction); the full path meets the same trouble
+            # (a read-only file, a full disk) and says what to do about it.
+            return None
         summary.duration_s = time.monotonic() - started
     logs.run_started(summary.run_id, COMMAND, False, settings)
     logs.run_finished(summary, summary.exit_code, None)

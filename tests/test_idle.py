@@ -186,3 +186,23 @@ def test_an_idle_run_logs_the_lines_the_full_path_logs(settings: Settings, tmp_p
         return re.sub(r" in [0-9.]+s$", " in …s", message.replace("run 1 ", "run 2 "))
 
     assert [shown(entry[3]) for entry in full] == [shown(entry[3]) for entry in quiet]
+
+
+def test_a_ledger_that_refuses_the_run_row_is_explained_by_the_full_path(
+    settings: Settings,
+) -> None:
+    """Whatever stops the idle run from writing its row (a read-only file, a full disk)
+    is reported as the full path reports it: one line naming the ledger, exit 3."""
+    app.reconcile(settings)
+    database = settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "CREATE TRIGGER no_more_runs BEFORE INSERT ON runs "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    run = _photosync(settings, "reconcile", *cli_args(settings))
+    assert run.returncode == 3
+    message = [line for line in run.stderr.splitlines() if line.startswith("photosync: ")]
+    assert len(message) == 1 and "database or disk is full" in message[0]
+    assert "ledger" in message[0] and "unexpected" not in message[0]
+    assert len(_runs(settings)) == 1
