@@ -20,7 +20,7 @@ from reconciler.errors import DeltaResyncRequired
 from reconciler.executor import ApplyOptions, Executor
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
 from reconciler.graph.client import FILTER_VALUES_LIMIT, GraphClient
-from reconciler.ledger import repository
+from reconciler.ledger import repository, state
 from reconciler.ledger.db import Ledger
 from reconciler.matching import UserIndex
 from reconciler.model import (
@@ -115,7 +115,7 @@ def refresh_users(
     miss restores and, if a `$deltatoken=latest` link forgets its `$select`, eligibility
     changes (docs/graph-behaviour.md, "Full listing as a backstop")."""
     with ledger.session() as session:
-        saved = repository.get_state(session, repository.DELTA_LINK)
+        saved = repository.get_state(session, state.DELTA_LINK)
         delta_link = saved.value if saved else None
         listed_at = repository.full_listing_at(session)
     due = listed_at is None or (_utcnow() - listed_at).total_seconds() >= full_refresh_hours * 3600
@@ -137,8 +137,8 @@ def refresh_users(
             repository.upsert_users(session, page, _utcnow())
             progress.users(len(page))
         repository.mark_unrefreshed_users_deleted(session, started)
-        repository.set_state(session, repository.DELTA_LINK, delta_link)
-        repository.set_state(session, repository.FULL_LISTING_AT, started.isoformat())
+        repository.set_state(session, state.DELTA_LINK, delta_link)
+        repository.set_state(session, state.FULL_LISTING_AT, started.isoformat())
 
 
 def _apply_user_changes(client: GraphClient, ledger: Ledger, changes: UserChanges) -> None:
@@ -161,7 +161,7 @@ def _apply_user_changes(client: GraphClient, ledger: Ledger, changes: UserChange
         repository.apply_user_patches(session, patches, now)
         repository.upsert_users(session, newcomers, now)
         repository.mark_users_deleted(session, changes.removed, now)
-        repository.set_state(session, repository.DELTA_LINK, changes.delta_link)
+        repository.set_state(session, state.DELTA_LINK, changes.delta_link)
 
 
 def _chunked(values: list[str], size: int) -> list[list[str]]:

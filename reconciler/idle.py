@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from reconciler import logs
+from reconciler.archive import default_archive_dir
 from reconciler.config import Settings, check_prune, load_overrides
 from reconciler.ledger import quick
 from reconciler.ledger.lock import file_lock, holder_identity, lock_path, sqlite_file_warnings
+from reconciler.ledger.state import archive_trim_mark
 from reconciler.ledger.url import plain_sqlite_file
 from reconciler.model import RunSummary
 
@@ -57,7 +59,7 @@ def _record_if_idle(
         started, started_at = time.monotonic(), datetime.now(UTC)
         facts = quick.read_facts(connection)
         # Read under the lock: the inbox too, as a file may have arrived since the look above.
-        if facts is None or not facts.nothing_to_do(archive=settings.archive):
+        if facts is None or not facts.nothing_to_do(archive=_archive_mark(settings)):
             return None
         if not _is_empty(settings.inbox_dir):
             return None
@@ -80,3 +82,11 @@ def _record_if_idle(
 def _is_empty(folder: Path) -> bool:
     with os.scandir(folder) as entries:
         return next(entries, None) is None
+
+
+def _archive_mark(settings: Settings) -> str | None:
+    """What the archive must look like for a run to skip its trim; None: the archive is off."""
+    if not settings.archive:
+        return None
+    root = settings.archive_dir or default_archive_dir(settings.database_url)
+    return archive_trim_mark(settings.archive_keep, root)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from reconciler.config import Settings
-from reconciler.ledger import repository
+from reconciler.ledger import repository, state
 from reconciler.ledger.db import Ledger
 from reconciler.ledger.records import (
     ChangeRecord,
@@ -238,7 +238,7 @@ def status(settings: Settings, *, runs: int = 10) -> StatusView:
         with ledger.session() as session:
             recent = repository.recent_runs(session, runs)
             waiting = repository.waiting_counts(session)
-            delta = repository.get_state(session, repository.DELTA_LINK)
+            delta = repository.get_state(session, state.DELTA_LINK)
             listed_at = repository.full_listing_at(session)
             users = repository.count_users(session)
             drifted = repository.drifts(session)

@@ -653,8 +653,11 @@ def _read_failed(exc: GraphError) -> str:
 def trim_archive(settings: Settings, ledger: Ledger) -> int:
     """Delete the archive objects no kept version refers to; how many were deleted."""
     archive = archive_for(settings)
-    if not archive.root.is_dir():
-        return 0
+    removed = 0
+    if archive.root.is_dir():
+        with ledger.session() as session:
+            kept = repository.archive_references(session, settings.archive_keep)
+        removed = archive.remove_all_but(kept)
     with ledger.session() as session:
-        kept = repository.archive_references(session, settings.archive_keep)
-    return archive.remove_all_but(kept)
+        repository.record_archive_trimmed(session, settings.archive_keep, archive.root)
+    return removed

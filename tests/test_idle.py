@@ -4,6 +4,7 @@ output and the exit code from the same run taken the full way."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -20,6 +21,7 @@ from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
 from reconciler.ledger.quick import IdleFacts
 from reconciler.ledger.revision import HEAD_REVISION
+from reconciler.model import Outcome
 from tests.helpers import cli_args, lock_holder, write_jpeg
 
 # Columns that differ between any two runs, however they are recorded.
@@ -121,21 +123,28 @@ def test_whatever_a_killed_run_left_takes_the_full_path(settings: Settings) -> N
     assert idle.run_if_idle(settings) is not None
 
 
+KEPT = "3 /srv/photosync/archive"  # what the last trim left, and what the settings ask
+
+
 @pytest.mark.parametrize(
     ("facts", "archive", "idle_run"),
     [
-        (IdleFacts(HEAD_REVISION, 0, 0, 0, True), True, True),
-        (IdleFacts(HEAD_REVISION, 0, 0, 0, False), False, True),
-        (IdleFacts(HEAD_REVISION, 0, 0, 0, False), True, False),  # the archive is untrimmed
-        (IdleFacts("0004", 0, 0, 0, True), True, False),  # a migration to run
-        (IdleFacts(None, 0, 0, 0, True), True, False),
-        (IdleFacts(HEAD_REVISION, 1, 0, 0, True), True, False),  # a file waits for its user
-        (IdleFacts(HEAD_REVISION, 0, 1, 0, True), True, False),  # an interrupted upload
-        (IdleFacts(HEAD_REVISION, 0, 0, 1, True), True, False),  # an abandoned run
+        (IdleFacts(HEAD_REVISION, 0, 0, 0, True, KEPT), KEPT, True),
+        (IdleFacts(HEAD_REVISION, 0, 0, 0, False, None), None, True),  # the archive is off
+        (IdleFacts(HEAD_REVISION, 0, 0, 0, False, KEPT), KEPT, False),  # the last run failed
+        (IdleFacts(HEAD_REVISION, 0, 0, 0, True, None), KEPT, False),  # never trimmed
+        # archive_keep lowered, or the archive moved, since the last trim
+        (IdleFacts(HEAD_REVISION, 0, 0, 0, True, KEPT), "2 /srv/photosync/archive", False),
+        (IdleFacts(HEAD_REVISION, 0, 0, 0, True, KEPT), "3 /mnt/archive", False),
+        (IdleFacts("0004", 0, 0, 0, True, KEPT), KEPT, False),  # a migration to run
+        (IdleFacts(None, 0, 0, 0, True, KEPT), KEPT, False),
+        (IdleFacts(HEAD_REVISION, 1, 0, 0, True, KEPT), KEPT, False),  # a file waits
+        (IdleFacts(HEAD_REVISION, 0, 1, 0, True, KEPT), KEPT, False),  # an interrupted upload
+        (IdleFacts(HEAD_REVISION, 0, 0, 1, True, KEPT), KEPT, False),  # an abandoned run
     ],
 )
 def test_only_a_ledger_with_nothing_left_over_is_idle(
-    facts: IdleFacts, archive: bool, idle_run: bool
+    facts: IdleFacts, archive: str | None, idle_run: bool
 ) -> None:
     assert facts.nothing_to_do(archive=archive) is idle_run
 
@@ -206,3 +215,25 @@ def test_a_ledger_that_refuses_the_run_row_is_explained_by_the_full_path(
     assert len(message) == 1 and "database or disk is full" in message[0]
     assert "ledger" in message[0] and "unexpected" not in message[0]
     assert len(_runs(settings)) == 1
+
+
+def test_a_lower_archive_keep_is_applied_by_the_next_run_even_with_nothing_to_do(
+    settings: Settings, emulator: GraphEmulator
+) -> None:
+    """The full path trims the archive at every run's end; an idle run may skip that only
+    while the archive is as the last trim left it."""
+    user_id = emulator.tenant.add_user("Ada Lovelace")
+    archive = Path(settings.database_url.removeprefix("sqlite:///")).parent / "archive"
+    for n in range(3):  # three versions of Ada's photo, each kept in the archive
+        write_jpeg(settings.inbox_dir / "Ada Lovelace.jpg", color=(40 * n, 90, 200))
+        summary, _plan = app.reconcile(settings)
+        assert summary.counts[Outcome.UPLOADED] == 1
+    assert emulator.tenant.photo(user_id) is not None
+    kept = sorted(p for p in archive.rglob("*") if p.is_file())
+    assert idle.run_if_idle(settings) is not None  # nothing changed: idle
+    fewer = dataclasses.replace(settings, archive_keep=1)
+    assert idle.run_if_idle(fewer) is None  # archive_keep lowered: the full path trims
+    app.reconcile(fewer)
+    trimmed = sorted(p for p in archive.rglob("*") if p.is_file())
+    assert len(trimmed) < len(kept)
+    assert idle.run_if_idle(fewer) is not None

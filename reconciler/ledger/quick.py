@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from reconciler.ledger.revision import HEAD_REVISION, VERSION_TABLE
+from reconciler.ledger.state import ARCHIVE_TRIMMED
 from reconciler.model import FileLocation, UploadStatus
 
 
@@ -37,15 +38,19 @@ class IdleFacts:
     unfinished_runs: int
     # The newest run ended without an error, so it trimmed the archive as it ended.
     last_run_clean: bool
+    # What that trim left (state.archive_trim_mark), None if no run has trimmed yet.
+    archive_trimmed: str | None = None
 
-    def nothing_to_do(self, *, archive: bool) -> bool:
-        """Would a run with an empty inbox find nothing to finish, record or trim?"""
+    def nothing_to_do(self, *, archive: str | None) -> bool:
+        """Would a run with an empty inbox find nothing to finish, record or trim?
+        `archive`: the trim mark the settings ask for, None when the archive is off."""
+        trimmed = archive is None or (self.last_run_clean and self.archive_trimmed == archive)
         return (
             self.revision == HEAD_REVISION
             and self.files_in_inbox == 0
             and self.pending_uploads == 0
             and self.unfinished_runs == 0
-            and (self.last_run_clean or not archive)
+            and trimmed
         )
 
 
@@ -80,10 +85,19 @@ def read_facts(connection: sqlite3.Connection) -> IdleFacts | None:
         )
         unfinished = _count(connection, "SELECT count(*) FROM runs WHERE finished_at IS NULL")
         last = connection.execute("SELECT error FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        trimmed = connection.execute(
+            "SELECT value FROM sync_state WHERE key = ?", (ARCHIVE_TRIMMED,)
+        ).fetchone()
     except sqlite3.Error:
         return None
+    last_run_clean = last is not None and last[0] is None
     return IdleFacts(
-        HEAD_REVISION, in_inbox, pending, unfinished, last is not None and last[0] is None
+        HEAD_REVISION,
+        in_inbox,
+        pending,
+        unfinished,
+        last_run_clean,
+        trimmed[0] if trimmed else None,
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from operator import attrgetter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, func, insert, select, update
@@ -42,6 +43,7 @@ from reconciler.ledger.records import (
     StateRecord,
     UploadRecord,
 )
+from reconciler.ledger.state import ARCHIVE_TRIMMED, FULL_LISTING_AT, archive_trim_mark
 from reconciler.model import (
     FAILED_STATUSES,
     UNFINISHED_STATUSES,
@@ -54,11 +56,6 @@ from reconciler.model import (
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
-
-DELTA_LINK = "users.delta_link"
-# When the users were last listed in full (ISO 8601, UTC): the backstop for what delta
-# rounds miss (docs/graph-behaviour.md, "Full listing as a backstop").
-FULL_LISTING_AT = "users.full_listing_at"
 
 # Rows per INSERT: under SQLite's default 32,766 bound-parameter limit with 9 columns.
 _CHUNK = 2000
@@ -256,6 +253,11 @@ def set_state(session: Session, key: str, value: str) -> None:
 
 
 _IN_INBOX = InboxFileRow.location == FileLocation.INBOX
+
+
+def record_archive_trimmed(session: Session, keep: int, root: Path) -> None:
+    """The archive now holds at most `keep` versions per user, in `root`."""
+    set_state(session, ARCHIVE_TRIMMED, archive_trim_mark(keep, root))
 
 
 def inbox_rows(session: Session) -> dict[str, InboxRow]:
