@@ -157,3 +157,28 @@ def test_every_path_the_code_and_docs_cite_is_in_the_repository() -> None:
         and not (root / match.group(1).split("::")[0]).exists()
     }
     assert not missing
+
+
+def test_every_section_the_code_and_docs_cite_exists() -> None:
+    """A citation such as (docs/reliability.md, "Crash campaign") or (README, "Logs") names
+    a heading of that file, or the bold label that opens one of its paragraphs."""
+    root = Path(__file__).resolve().parent.parent
+
+    def places(document: Path) -> list[str]:
+        text = document.read_text(encoding="utf-8")
+        headings = [line.lstrip("#").strip() for line in text.splitlines() if line[:1] == "#"]
+        labels = re.findall(r"^\*\*(.+?)\*\*", text, flags=re.MULTILINE)
+        return [place.lower() for place in headings + labels]
+
+    known = {"README": places(root / "README.md")}
+    known |= {f"docs/{doc.name}": places(doc) for doc in (root / "docs").glob("*.md")}
+    citation = re.compile(r"(README|docs/[\w-]+\.md)(?:\.md)?[,:;]? (?:section )?\"([^\"]+)\"")
+    sources = [*root.glob("reconciler/**/*.py"), *root.glob("docs/*.md"), root / "README.md"]
+    missing = []
+    for source in sources:
+        # Comments wrap: read each file as one line, comment marks and indents aside.
+        flat = re.sub(r"\s*\n\s*(?:#\s*)?", " ", source.read_text(encoding="utf-8"))
+        for document, place in citation.findall(flat):
+            if not any(place.lower() in known_place for known_place in known[document]):
+                missing.append(f"{source.relative_to(root)}: {document}, {place!r}")
+    assert not missing

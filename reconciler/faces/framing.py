@@ -1,4 +1,5 @@
-"""Where to cut the square for a face: pure geometry, no pixels (README, "Face framing").
+"""Where to cut the square for a face: pure geometry, no pixels (README, "Photos as people
+will see them").
 
 Teams, Outlook and SharePoint show a profile photo in the circle inscribed in the square we
 upload. The square is placed so that the face is centred horizontally, the eye line lies at
