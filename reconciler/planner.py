@@ -33,9 +33,6 @@ from reconciler.model import (
     User,
 )
 
-# Where callers that plan from a ledger found it before it moved to the pure core.
-from reconciler.model import RecordedFile as RecordedFile
-
 # Verdicts that mean "waiting for a user": a later change in the tenant can settle them, so
 # a run with such files asks Graph what changed (docs/graph-behaviour.md, "Waiting files").
 WAITING = frozenset({Outcome.UNMATCHED.value, Outcome.AMBIGUOUS.value, Outcome.INELIGIBLE.value})

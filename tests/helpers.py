@@ -20,7 +20,8 @@ from PIL import Image
 from reconciler import app
 from reconciler.config import Settings
 from reconciler.emulator import GraphEmulator
-from reconciler.model import Outcome, RunSummary
+from reconciler.matching import UserIndex
+from reconciler.model import Outcome, RunSummary, User
 
 # --- real images
 
@@ -174,3 +175,15 @@ def every_reason(settings: Settings, emulator: GraphEmulator) -> Scenario:
     summary, _ = app.reconcile(settings)
     emulator.reset_log()
     return Scenario(settings, summary.run_id, jane)
+
+
+# --- a small directory for the pure matching and planning tests: one clear match, a shared
+# display name, a guest, a disabled account, and a disabled namesake
+
+JANE = User("1", "Jane Doe", "jane@contoso.com")
+LEE1 = User("2", "Lee Gu", "lee1@contoso.com")
+LEE2 = User("3", "Lee Gu", "lee2@contoso.com")
+GUEST = User("4", "Gus Guest", "gus@x.com", user_type="Guest")
+OFF = User("5", "Dana Off", "dana@contoso.com", account_enabled=False)
+LEE_OFF = User("6", "Lee Gu", "lee3@contoso.com", account_enabled=False)
+INDEX = UserIndex([JANE, LEE1, LEE2, GUEST, OFF, LEE_OFF], "displayName")

@@ -9,14 +9,7 @@ import pytest
 
 from reconciler.matching import MatchKind, UserIndex, match, name_key, normalise, parse_overrides
 from reconciler.model import User
-
-JANE = User("1", "Jane Doe", "jane@contoso.com")
-LEE1 = User("2", "Lee Gu", "lee1@contoso.com")
-LEE2 = User("3", "Lee Gu", "lee2@contoso.com")
-GUEST = User("4", "Gus Guest", "gus@x.com", user_type="Guest")
-OFF = User("5", "Dana Off", "dana@contoso.com", account_enabled=False)
-LEE_OFF = User("6", "Lee Gu", "lee3@contoso.com", account_enabled=False)
-INDEX = UserIndex([JANE, LEE1, LEE2, GUEST, OFF, LEE_OFF], "displayName")
+from tests.helpers import INDEX, JANE
 
 
 def test_normalise_folds_case_unicode_and_spaces() -> None:

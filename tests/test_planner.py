@@ -12,15 +12,15 @@ from reconciler.model import (
     ActionKind,
     FileStat,
     InboxFile,
+    LedgerView,
     Outcome,
     Plan,
+    RecordedFile,
     UnreadableFile,
     User,
 )
 from reconciler.planner import (
-    LedgerView,
     Lookup,
-    RecordedFile,
     confirm,
     confirmation_lookups,
     new_or_changed,
@@ -28,14 +28,7 @@ from reconciler.planner import (
     undecided,
     waiting,
 )
-
-JANE = User("1", "Jane Doe", "jane@contoso.com")
-LEE1 = User("2", "Lee Gu", "lee1@contoso.com")
-LEE2 = User("3", "Lee Gu", "lee2@contoso.com")
-GUEST = User("4", "Gus Guest", "gus@x.com", user_type="Guest")
-OFF = User("5", "Dana Off", "dana@contoso.com", account_enabled=False)
-LEE_OFF = User("6", "Lee Gu", "lee3@contoso.com", account_enabled=False)
-INDEX = UserIndex([JANE, LEE1, LEE2, GUEST, OFF, LEE_OFF], "displayName")
+from tests.helpers import GUEST, INDEX, JANE, LEE1, LEE2, OFF
 
 # A B2B account synchronised from another tenant: userType Member, but an #EXT# UPN.
 EXTERNAL = User("7", "Eve External", "eve_fabrikam.com#EXT#@contoso.onmicrosoft.com")
