@@ -264,7 +264,7 @@ def bench_second_run(root: Path, files: int, counter: ReadCounter) -> bool:
         scan_times, load_times, scan_reads, hashed = [], [], [], []
         for _ in range(3):
             with ledger.session() as session:
-                load_s, rows = timed(lambda: repository.inbox_rows(session))
+                load_s, rows = timed(lambda: repository.inbox_records(session))
             cache = repository.fingerprints(rows)
             counter.watch(inbox)
             scan_s, observed = timed(lambda: scan(inbox, cache, settle_seconds=0))  # noqa: B023

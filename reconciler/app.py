@@ -311,7 +311,7 @@ def _trim_archive(settings: Settings, ledger: Ledger) -> None:
 
 def _observe(settings: Settings, ledger: Ledger) -> tuple[ScanResult, dict[str, int], LedgerView]:
     with ledger.session() as session:
-        rows = repository.inbox_rows(session)
+        rows = repository.inbox_records(session)
     cache = repository.fingerprints(rows)
     observed = scan(settings.inbox_dir, cache, settle_seconds=settings.settle_seconds)
     with ledger.session() as session:

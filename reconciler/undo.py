@@ -30,7 +30,7 @@ from reconciler.errors import AuthError, GraphError, GraphUnreachableError
 from reconciler.graph.client import BATCH_LIMIT, GraphClient
 from reconciler.ledger import repository
 from reconciler.ledger.db import Ledger
-from reconciler.ledger.records import NO_PHOTO, ChangeRecord, FileRow, PhotoWrite, UploadRecord
+from reconciler.ledger.records import NO_PHOTO, ChangeRecord, PhotoWrite, UploadRecord, UploadSource
 from reconciler.model import (
     Action,
     ActionKind,
@@ -443,7 +443,7 @@ def _photos_set(ledger: Ledger, writes: Sequence[PhotoWrite]) -> dict[str, _SetP
     }
 
 
-def _as_inbox_file(row: FileRow) -> InboxFile:
+def _as_inbox_file(row: UploadSource) -> InboxFile:
     # Only its name and path matter here: they are what confirm-before-write looks up.
     return InboxFile(row.name, Path(row.path), FileStat(0, 0, 0, 0), row.sha256)
 

@@ -156,7 +156,7 @@ def observe_and_plan(workspace: Workspace, users: list[User]) -> tuple[Plan, dic
     (app._observe, then the pure planner)."""
     settings, ledger = workspace.settings, workspace.ledger
     with ledger.session() as session:
-        rows = repository.inbox_rows(session)
+        rows = repository.inbox_records(session)
     observed = scan(settings.inbox_dir, repository.fingerprints(rows), settle_seconds=0)
     with ledger.session() as session:
         view = repository.ledger_view(session, rows)

@@ -35,7 +35,7 @@ class RunRecord:
 @dataclass(frozen=True, slots=True)
 class FileRecord:
     """A file that entered the inbox, from first sight to where it ended (the stat cache
-    aside: that is InboxRow's)."""
+    aside: that is InboxRecord's)."""
 
     id: int
     name: str
@@ -121,7 +121,7 @@ class StateRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class InboxRow:
+class InboxRecord:
     """What the ledger holds of a file still in the inbox."""
 
     id: int
@@ -147,7 +147,7 @@ class PhotoWrite:
 
 
 @dataclass(frozen=True, slots=True)
-class FileRow:
+class UploadSource:
     """The little verify needs of the file an upload came from."""
 
     name: str

@@ -35,13 +35,13 @@ from reconciler.ledger.records import (
     ChangeRecord,
     DriftRecord,
     FileRecord,
-    FileRow,
-    InboxRow,
+    InboxRecord,
     PhotoWrite,
     RunFileRecord,
     RunRecord,
     StateRecord,
     UploadRecord,
+    UploadSource,
 )
 from reconciler.ledger.state import ARCHIVE_TRIMMED, FULL_LISTING_AT, archive_trim_mark
 from reconciler.model import (
@@ -50,6 +50,7 @@ from reconciler.model import (
     ChangeStatus,
     DriftState,
     FileLocation,
+    Outcome,
     UploadStatus,
     WriteKind,
 )
@@ -260,7 +261,7 @@ def record_archive_trimmed(session: Session, keep: int, root: Path) -> None:
     set_state(session, ARCHIVE_TRIMMED, archive_trim_mark(keep, root))
 
 
-def inbox_rows(session: Session) -> dict[str, InboxRow]:
+def inbox_records(session: Session) -> dict[str, InboxRecord]:
     """Every file the ledger holds as still in the inbox, by path. A run reads this once,
     before its scan: the stat cache, the record of the scan and the planner's view all come
     from it (under the run lock nothing else writes these rows). Plain columns, not ORM
@@ -279,12 +280,12 @@ def inbox_rows(session: Session) -> dict[str, InboxRow]:
         ).where(_IN_INBOX)
     )
     return {
-        path: InboxRow(file_id, model.FileStat(size, mtime, ctime, inode), sha, hashed, outcome)
+        path: InboxRecord(file_id, model.FileStat(size, mtime, ctime, inode), sha, hashed, outcome)
         for file_id, path, size, mtime, ctime, inode, sha, hashed, outcome in rows
     }
 
 
-def fingerprints(rows: Mapping[str, InboxRow]) -> dict[str, CachedFingerprint]:
+def fingerprints(rows: Mapping[str, InboxRecord]) -> dict[str, CachedFingerprint]:
     """The stat cache: the files whose hash the ledger holds, and when it was taken."""
     return {
         path: CachedFingerprint(row.stat, row.sha256, row.hashed_at_ns)
@@ -294,9 +295,9 @@ def fingerprints(rows: Mapping[str, InboxRow]) -> dict[str, CachedFingerprint]:
 
 
 def record_scan(
-    session: Session, scan: model.ObservedInbox, existing: Mapping[str, InboxRow]
+    session: Session, scan: model.ObservedInbox, existing: Mapping[str, InboxRecord]
 ) -> dict[str, int]:
-    """Bring the inbox rows in line with what the scan saw; `existing` is inbox_rows() as
+    """Bring the inbox rows in line with what the scan saw; `existing` is inbox_records() as
     read before the scan. Returns {path: file id}.
 
     Only rows whose stat or hash changed are written, so an unchanged inbox of 20,000 files
@@ -363,8 +364,8 @@ def record_scan(
     return ids
 
 
-def ledger_view(session: Session, rows: Mapping[str, InboxRow]) -> model.LedgerView:
-    """What the ledger knew of the inbox when `rows` (inbox_rows()) were read."""
+def ledger_view(session: Session, rows: Mapping[str, InboxRecord]) -> model.LedgerView:
+    """What the ledger knew of the inbox when `rows` (inbox_records()) were read."""
     uploaded_to_ids = {
         (file_id, sha): user_id
         for file_id, sha, user_id in session.execute(
@@ -568,6 +569,10 @@ def waiting_counts(session: Session) -> dict[str, int]:
     return {outcome or "new": count for outcome, count in rows}
 
 
+# Outcomes of a file whose photo reached its user.
+_LANDED = (Outcome.UPLOADED, Outcome.UNCHANGED)
+
+
 def not_landed(session: Session) -> list[FileRecord]:
     """Every file that has not landed: still in the inbox without a final outcome (or with
     none yet: seen only by a dry run or a run that stopped early), or set aside in
@@ -576,7 +581,13 @@ def not_landed(session: Session) -> list[FileRecord]:
     rows = session.scalars(
         select(InboxFileRow)
         .where(
-            (_IN_INBOX & (undecided | InboxFileRow.last_outcome.not_in(["uploaded", "unchanged"])))
+            (
+                _IN_INBOX
+                & (
+                    undecided
+                    | InboxFileRow.last_outcome.not_in([Outcome.UPLOADED, Outcome.UNCHANGED])
+                )
+            )
             | (InboxFileRow.location == FileLocation.FAILED)
         )
         .order_by(InboxFileRow.last_outcome, InboxFileRow.name)
@@ -893,16 +904,16 @@ def gone_files_with_photos(session: Session) -> list[tuple[str, UploadRecord]]:
     return sorted([(f, u) for f, u in found if u.user_id not in still_claimed], key=lambda p: p[0])
 
 
-def files_of_uploads(session: Session, upload_ids: Sequence[int]) -> dict[int, FileRow]:
+def files_of_uploads(session: Session, upload_ids: Sequence[int]) -> dict[int, UploadSource]:
     """upload id -> the inbox file it uploaded (plain columns: verify reads 100,000)."""
-    found: dict[int, FileRow] = {}
+    found: dict[int, UploadSource] = {}
     for chunk in _chunks(upload_ids):
         rows = session.execute(
             select(UploadRow.id, InboxFileRow.name, InboxFileRow.path, InboxFileRow.sha256)
             .join(InboxFileRow, InboxFileRow.id == UploadRow.file_id)
             .where(UploadRow.id.in_(chunk))
         )
-        found.update({upload_id: FileRow(n, p, sha) for upload_id, n, p, sha in rows})
+        found.update({upload_id: UploadSource(n, p, sha) for upload_id, n, p, sha in rows})
     return found
 
 
