@@ -15,7 +15,7 @@ from functools import partial
 from reconciler import dry_run as what_if
 from reconciler import images, logs, undo
 from reconciler.archive import ArchiveError
-from reconciler.config import Settings, check_prune, load_overrides
+from reconciler.config import Settings, checked_for_reconcile, load_overrides
 from reconciler.errors import DeltaResyncRequired
 from reconciler.executor import ApplyOptions, Executor
 from reconciler.graph.auth import TokenProvider, build_credential, token_scope
@@ -339,9 +339,7 @@ def reconcile(
     marked dry_run (status and runs show it as one), the scan rows that cache each file's
     hash, and the users it read from Graph, none of which a later run reads as done."""
     progress = progress or Progress()
-    settings.require_folders()
-    check_prune(settings)
-    overrides = load_overrides(settings)
+    overrides = checked_for_reconcile(settings)
     with _run(settings, "reconcile", dry_run, client_factory) as run:
         progress.stage("scan")
         observed, file_ids, view = _observe(settings, run.ledger)

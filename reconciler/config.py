@@ -525,3 +525,11 @@ def load_overrides(settings: Settings) -> dict[str, str]:
         ) from None
     except ValueError as exc:
         raise ConfigError("overrides_file", f"{settings.overrides_file} {exc}") from None
+
+
+def checked_for_reconcile(settings: Settings) -> dict[str, str]:
+    """What every reconcile checks before it opens the ledger, whether or not it will find
+    work (the folders, prune, the overrides file); the overrides it read."""
+    settings.require_folders()
+    check_prune(settings)
+    return load_overrides(settings)

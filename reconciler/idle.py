@@ -18,7 +18,7 @@ from pathlib import Path
 
 from reconciler import logs
 from reconciler.archive import default_archive_dir
-from reconciler.config import Settings, check_prune, load_overrides
+from reconciler.config import Settings, checked_for_reconcile
 from reconciler.ledger import quick
 from reconciler.ledger.lock import file_lock, holder_identity, lock_path, sqlite_file_warnings
 from reconciler.ledger.state import archive_trim_mark
@@ -35,10 +35,7 @@ def run_if_idle(settings: Settings) -> RunSummary | None:
     database = plain_sqlite_file(settings.database_url)
     if database is None or settings.prune or sys.stderr.isatty():
         return None
-    # The checks every reconcile makes first, with the same errors (exit 2).
-    settings.require_folders()
-    check_prune(settings)
-    load_overrides(settings)
+    checked_for_reconcile(settings)  # the same errors as the full path (exit 2)
     if not _is_empty(settings.inbox_dir):
         return None
     path = Path(database)
